@@ -1,0 +1,27 @@
+"""sktransfer: transfer learning as scikit-learn estimators.
+
+Feature extraction from pretrained networks (DeCAF), post-processing of deep features, and
+(see the other modules) fine-tuning, distillation and pruning, all as estimators that compose
+in Pipelines and GridSearchCV.
+"""
+
+from .backbones import Backbone, block_layers, list_backbones, list_layers, load_backbone
+from .extraction import DeepFeatureExtractor
+from .images import check_images, load_image_folder
+from .postprocessing import LayerwiseNormalizer, TernaryDiscretizer, make_full_network_embedding
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Backbone",
+    "DeepFeatureExtractor",
+    "LayerwiseNormalizer",
+    "TernaryDiscretizer",
+    "block_layers",
+    "check_images",
+    "list_backbones",
+    "list_layers",
+    "load_backbone",
+    "load_image_folder",
+    "make_full_network_embedding",
+]
