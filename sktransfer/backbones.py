@@ -33,6 +33,7 @@ from torchvision.models import get_model_builder, get_model_weights, list_models
 from torchvision.models._api import WeightsEnum
 from torchvision.models.feature_extraction import create_feature_extractor, get_graph_node_names
 from torchvision.transforms._presets import ImageClassification
+from torchvision.transforms.functional import convert_image_dtype
 
 from .devices import seeded as _seeded
 
@@ -63,6 +64,13 @@ _LITE0 = "efficientnet_lite0"
 _LITE0_FILE = "efficientnet-lite0-57934424.pth"
 
 
+class ToUnitFloat(nn.Module):
+    """The preprocessing of a plain module: images as float32 in [0, 1], nothing else."""
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return convert_image_dtype(images, torch.float32)
+
+
 @dataclass
 class Backbone:
     """A network ready for frozen forward passes.
@@ -71,9 +79,9 @@ class Backbone:
     ----------
     module : torch.nn.Module
         The network, in eval mode, on the CPU.
-    transform : callable or None
-        Preprocessing of a (C, H, W) or (N, C, H, W) uint8/float tensor; None passes images
-        through as float in [0, 1] (and feature vectors unchanged).
+    transform : callable
+        Preprocessing of a (C, H, W) or (N, C, H, W) uint8/float tensor (feature vectors are
+        never transformed). For a plain module: :class:`ToUnitFloat`.
     name : str
         The architecture's name (or the module's class name).
     weights : str or None
@@ -431,7 +439,7 @@ def _load_module(module: nn.Module, weights) -> Backbone:
         state, ident = _read_state_file(weights)
         _load_state(module, state, type(module).__name__, str(weights))
         source = str(weights)
-    return Backbone(module.eval(), None, type(module).__name__, ident, None, True, source)
+    return Backbone(module.eval(), ToUnitFloat(), type(module).__name__, ident, None, True, source)
 
 
 def _load_lite0(weights, random_state) -> Backbone:

@@ -15,6 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
+import scipy.sparse
 import torch
 from PIL import Image, UnidentifiedImageError
 from torchvision.transforms.functional import pil_to_tensor
@@ -238,16 +239,28 @@ def check_images(X, *, allow_vectors: bool = False) -> ImageInputs:
     ValueError, TypeError
         With what was wrong, what was received and how to fix it.
     """
-    if hasattr(X, "to_numpy") and getattr(X, "ndim", 1) == 1:  # pandas Series
+    if scipy.sparse.issparse(X):
+        raise TypeError(
+            "Sparse input is not supported: images and feature vectors must be dense. "
+            "Convert with X.toarray() first."
+        )
+    if hasattr(X, "to_numpy"):  # pandas Series of paths, or a numeric DataFrame (vectors)
         X = X.to_numpy()
-    elif hasattr(X, "to_numpy"):  # DataFrame: only numeric tables (vectors) make sense
-        X = X.to_numpy()
+    elif hasattr(X, "__array__") and not isinstance(X, np.ndarray | Image.Image | list):
+        X = np.asarray(X)
     if isinstance(X, str | os.PathLike | Image.Image):
         raise TypeError(
             f"Expected a collection of images, got a single {type(X).__name__}. "
             "Wrap it in a list: [image]."
         )
     if isinstance(X, np.ndarray) and X.dtype != object and X.dtype.kind not in "US":
+        return _check_array(X, allow_vectors)
+    if isinstance(X, np.ndarray) and X.ndim == 2 and allow_vectors:
+        try:  # an object array of numbers, as tables sometimes arrive
+            X = X.astype(np.float64)
+        except (TypeError, ValueError) as exc:
+            message = f"Feature vectors must be numeric; an object array holds: {exc}"
+            raise TypeError(message) from exc
         return _check_array(X, allow_vectors)
     items = list(X) if not isinstance(X, np.ndarray) else list(X.ravel())
     if isinstance(X, np.ndarray) and X.ndim != 1:
@@ -282,6 +295,12 @@ def _check_array(X: np.ndarray, allow_vectors: bool) -> ImageInputs:
             f"Got a 2-D array of shape {X.shape}, but this backbone takes images: expected "
             "(N, H, W, C), (N, C, H, W) or (N, H, W). Reshape flattened grayscale images to "
             "(N, H, W) first."
+        )
+    if X.ndim == 1:
+        raise ValueError(
+            f"Got a 1-D array of shape {X.shape}: expected images (N, H, W[, C]) or, for a "
+            "module that takes vectors, 2-D features. Reshape your data with X.reshape(1, -1) "
+            "for a single sample."
         )
     if X.ndim not in (3, 4):
         raise ValueError(

