@@ -20,6 +20,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 from torch import nn
 from torchvision.models._api import WeightsEnum
+from torchvision.transforms.v2.functional import to_dtype
 
 from .activations import FrozenNetwork, extract_activations
 from .backbones import Backbone, _graph_nodes, _tappable, block_layers, load_backbone
@@ -381,7 +382,8 @@ callbacks, verbose, random_state
 
     def _train_head_on_cached_features(self, inputs, y_encoded):
         network = self.net_.module_
-        body = Backbone(network.body, self.preprocessing_.transform, "body", "module")
+        transform = self.preprocessing_.transform or _to_float  # a plain module takes floats
+        body = Backbone(network.body, transform, "body", "module")
         frozen = FrozenNetwork(body, [_tappable(network.body)[-1]], self.device_)
         features = extract_activations(
             frozen,
@@ -473,11 +475,17 @@ callbacks, verbose, random_state
             if _lora_eligible(module) and self._in_lora_layers(name, module, depth)
         ]
         if not targets:
-            raise ValueError(
+            # Not an error: grids such as {"lora_rank": [0, 4], "train_layers": ["head", "all"]}
+            # must run; with everything trained, adapters would add nothing.
+            warnings.warn(
                 f"lora_rank={self.lora_rank} but no frozen nn.Linear or nn.Conv2d (groups=1) "
                 f"layer is selected by lora_layers={self.lora_layers!r} and not already trained "
-                f"by train_layers={self.train_layers!r}. Widen lora_layers or set lora_rank=0."
+                f"by train_layers={self.train_layers!r}, so no adapter was added. Widen "
+                "lora_layers or set lora_rank=0.",
+                UserWarning,
+                stacklevel=4,
             )
+            return []
         trainable = {id(p) for p in body.parameters() if p.requires_grad}
         config = LoraConfig(
             r=self.lora_rank,
@@ -529,6 +537,10 @@ def _last_linear(module: nn.Module, name: str) -> tuple[str, int]:
             "unknown. Give it an explicit in_features."
         )
     return layer_name, layer.in_features
+
+
+def _to_float(images: torch.Tensor) -> torch.Tensor:
+    return to_dtype(images, torch.float32, scale=True)
 
 
 def _replace(module: nn.Module, name: str, new: nn.Module) -> None:

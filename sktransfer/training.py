@@ -56,7 +56,9 @@ from dataclasses import dataclass
 from numbers import Integral, Real
 
 import numpy as np
+import scipy.sparse as sp
 import torch
+from PIL import Image
 from sklearn.base import BaseEstimator, ClassifierMixin, _fit_context
 from sklearn.model_selection import StratifiedShuffleSplit
 from sklearn.utils._param_validation import Interval, StrOptions
@@ -669,7 +671,8 @@ class NeuralClassifierBase(ClassifierMixin, BaseEstimator):
         -------
         ndarray of shape (n_samples,)
         """
-        return self.classes_[np.argmax(self.predict_proba(X), axis=1)]
+        proba = self.predict_proba(X)
+        return self.classes_[np.argmax(proba, axis=1)]
 
     # ------------------------------------------------------------------ training steps
 
@@ -805,10 +808,13 @@ class NeuralClassifierBase(ClassifierMixin, BaseEstimator):
         return callbacks
 
     def _check_inputs(self, X, reset: bool) -> ImageInputs:
+        if self.preprocessing_.takes_vectors and _is_tabular(X):
+            # scikit-learn's own validation, for its error messages (sparse, 1-D, dtype)
+            X = validate_data(
+                self, X, reset=reset, dtype=[np.float32, np.float64], ensure_all_finite=True
+            )
         inputs = check_images(X, allow_vectors=self.preprocessing_.takes_vectors)
-        if inputs.kind == "vectors":
-            validate_data(self, X, reset=reset, dtype=None, ensure_all_finite=True)
-        elif reset and hasattr(self, "n_features_in_"):
+        if inputs.kind != "vectors" and reset and hasattr(self, "n_features_in_"):
             del self.n_features_in_
         kind = "vectors" if inputs.kind == "vectors" else "images"
         if reset:
@@ -872,6 +878,23 @@ class NeuralClassifierBase(ClassifierMixin, BaseEstimator):
         if "net_" in state:
             self.device_ = torch.device(self.net_.device)
             self.net_.channels_last = self._channels_last(self.net_.module_)
+
+
+def _is_tabular(X) -> bool:
+    """Whether X is a table (sparse, or numbers in at most 2 dimensions), not images."""
+    if sp.issparse(X):
+        return True
+    if isinstance(X, str | os.PathLike | Image.Image):
+        return False
+    try:
+        array = np.asarray(X)
+    except (TypeError, ValueError):
+        return False
+    if array.dtype.kind in "USV" or array.ndim > 2:
+        return False
+    if array.dtype == object:
+        return not any(isinstance(v, str | os.PathLike | Image.Image) for v in array.flat)
+    return True
 
 
 def _seed(random_state):
