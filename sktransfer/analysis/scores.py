@@ -11,7 +11,6 @@ for.
 from __future__ import annotations
 
 import numpy as np
-from sklearn.covariance import ledoit_wolf
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedKFold, cross_val_score
 from sklearn.pipeline import make_pipeline
@@ -64,29 +63,59 @@ def logme_score(X, y) -> float:
     """
     X, codes = _check_features_labels(X, y, "logme_score")
     n, d = X.shape
-    _, s, vt = np.linalg.svd(X, full_matrices=False)
-    sigma = s**2  # the non-zero eigenvalues of X^T X (at most min(n, d) of them)
+    sigma, U = _spectrum(X)
     targets = np.eye(codes.max() + 1)[codes]
-    evidences = [_logme_evidence(X, targets[:, k], sigma, vt)[0] for k in range(targets.shape[1])]
+    coordinates = U.T @ targets  # each class's one-hot column in the left singular basis
+    evidences = [
+        _logme_evidence(n, d, sigma, coordinates[:, k], targets[:, k] @ targets[:, k])[0]
+        for k in range(targets.shape[1])
+    ]
     return float(np.mean(evidences) / n)
 
 
-def _logme_evidence(X, t, sigma, vt):
-    """Maximised log evidence of ``t`` given ``X``, with the alpha and beta that reach it."""
+def _spectrum(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Non-zero eigenvalues ``sigma`` of ``X^T X`` and the left singular vectors ``U`` of X.
+
+    Through the smaller of the two Gram matrices (``X X^T`` when n < d, else ``X^T X``):
+    cheaper than an SVD of X and all a linear-Gaussian score needs. Eigenvalues below
+    ``max(n, d) * eps`` of the largest are treated as zero (numerical rank).
+    """
     n, d = X.shape
-    projected = vt @ (X.T @ t)  # X^T t in the eigenbasis of X^T X
+    if n < d:
+        sigma, U = np.linalg.eigh(X @ X.T)
+    else:
+        sigma, V = np.linalg.eigh(X.T @ X)
+    keep = sigma > max(sigma.max(), 0.0) * max(n, d) * np.finfo(float).eps
+    if not keep.any():
+        raise ValueError("The features are all zero (after centring): nothing to score.")
+    sigma = sigma[keep]
+    U = U[:, keep] if n < d else (X @ V[:, keep]) / np.sqrt(sigma)
+    return sigma, U
+
+
+def _logme_evidence(n, d, sigma, q, t_norm2):
+    """Maximised log evidence of a target column t from X's spectrum, and its alpha, beta.
+
+    ``q = U^T t``. With ``lam = alpha / beta`` the posterior mean is
+    ``m = V diag(s / (sigma + lam)) q``, so ``|m|^2 = sum sigma q^2 / (sigma + lam)^2`` and
+    ``|t - X m|^2 = sum q^2 lam^2 / (sigma + lam)^2 + (|t|^2 - |q|^2)``: every step is
+    O(rank), with no n x d product (the trick of the reference implementation's fast path).
+    """
+    q2 = q**2
+    outside = max(t_norm2 - q2.sum(), 0.0)  # the part of t no feature direction can reach
     alpha, beta = 1.0, 1.0
     for _ in range(_LOGME_MAX_ITER):
         lam = alpha / beta
         gamma = np.sum(sigma / (sigma + lam))
-        m = vt.T @ (projected / (sigma + lam))  # the posterior mean beta A^{-1} X^T t
-        alpha = gamma / max(m @ m, 1e-300)
-        beta = (n - gamma) / max(np.sum((t - X @ m) ** 2), 1e-300)
+        m2 = np.sum(sigma * q2 / (sigma + lam) ** 2)
+        residual = np.sum(q2 * (lam / (sigma + lam)) ** 2) + outside
+        alpha = gamma / max(m2, 1e-300)
+        beta = (n - gamma) / max(residual, 1e-300)
         if abs(alpha / beta - lam) <= _LOGME_TOL * lam:
             break
     lam = alpha / beta
-    m = vt.T @ (projected / (sigma + lam))
-    residual = np.sum((t - X @ m) ** 2)
+    m2 = np.sum(sigma * q2 / (sigma + lam) ** 2)
+    residual = np.sum(q2 * (lam / (sigma + lam)) ** 2) + outside
     # log|A| with A = alpha I + beta X^T X: the d - rank zero eigenvalues contribute log(alpha).
     log_det = np.sum(np.log(alpha + beta * sigma)) + (d - sigma.size) * np.log(alpha)
     evidence = (
@@ -94,7 +123,7 @@ def _logme_evidence(X, t, sigma, vt):
         + n / 2 * np.log(beta)
         - n / 2 * np.log(2 * np.pi)
         - beta / 2 * residual
-        - alpha / 2 * (m @ m)
+        - alpha / 2 * m2
         - log_det / 2
     )
     return float(evidence), float(alpha), float(beta)
@@ -182,26 +211,53 @@ def h_score(X, y, *, shrinkage=None) -> float:
     0.8
     """
     X, codes = _check_features_labels(X, y, "h_score")
-    X = X - X.mean(axis=0)
-    n = X.shape[0]
-    if shrinkage is None:
-        cov = X.T @ X / n
-    elif shrinkage == "ledoit-wolf":
-        cov, _ = ledoit_wolf(X, assume_centered=True)
-    elif np.isscalar(shrinkage) and 0 <= shrinkage <= 1:
-        raw = X.T @ X / n
-        mu = np.trace(raw) / raw.shape[0]
-        cov = (1 - shrinkage) * raw + shrinkage * mu * np.eye(raw.shape[0])
-    else:
+    if not (
+        shrinkage is None
+        or (isinstance(shrinkage, str) and shrinkage == "ledoit-wolf")
+        or (np.isscalar(shrinkage) and not isinstance(shrinkage, str) and 0 <= shrinkage <= 1)
+    ):
         raise ValueError(
             f"shrinkage must be None, 'ledoit-wolf' or a number in [0, 1]; got {shrinkage!r}."
         )
-    means = np.zeros((codes.max() + 1, X.shape[1]))
+    n, d = X.shape
+    X = X - X.mean(axis=0)
+    means = np.zeros((codes.max() + 1, d))
     np.add.at(means, codes, X)
     means /= np.bincount(codes)[:, None]
-    between = means[codes]  # each sample replaced by its class mean (already centred)
-    cov_between = between.T @ between / n
-    return float(np.trace(np.linalg.pinv(cov, hermitian=True) @ cov_between))
+    # Work in the eigenbasis of cov(X) = V diag(sigma / n) V^T: the between-class
+    # covariance lives in the row space of X, so only those directions count, and no d x d
+    # matrix is inverted (d is 1280 for MobileNetV2's last layer). The class means there
+    # are m_k^T V = (1 / n_k) e_k^T U S.
+    sigma, U = _spectrum(X)
+    counts = np.bincount(codes)
+    onehot = np.eye(counts.size)[codes]
+    projected = (onehot.T @ U) * np.sqrt(sigma) / counts[:, None]
+    eigenvalues = sigma / n
+    if shrinkage is not None:
+        amount = _ledoit_wolf_shrinkage(X, sigma) if shrinkage == "ledoit-wolf" else shrinkage
+        mu = np.sum(eigenvalues) / d
+        eigenvalues = (1 - amount) * eigenvalues + amount * mu
+    # tr(cov^-1 cov_between), cov_between = sum_k (n_k / n) m_k m_k^T.
+    weights = counts / n
+    return float(np.sum(weights[:, None] * projected**2 / eigenvalues))
+
+
+def _ledoit_wolf_shrinkage(X: np.ndarray, sigma: np.ndarray) -> float:
+    """sklearn.covariance.ledoit_wolf_shrinkage of centred X, from the spectrum of X^T X.
+
+    The same formula without the d x d products: ``||X^T X||_F^2 = sum sigma^2`` and
+    ``sum_jk (X^2)^T X^2 = sum_i ||x_i||^4``.
+    """
+    n, d = X.shape
+    trace = np.sum(sigma) / n
+    mu = trace / d
+    squared_norms = np.sum(X**2, axis=1)
+    beta_sum = np.sum(squared_norms**2)
+    delta_sum = np.sum(sigma**2) / n**2
+    beta = (beta_sum / n - delta_sum) / (d * n)
+    delta = (delta_sum - 2.0 * mu * trace + d * mu**2) / d
+    beta = min(beta, delta)
+    return 0.0 if beta == 0 else float(beta / delta)
 
 
 def linear_probe_score(X, y, *, cv=3, C=1.0, max_iter=1000, random_state=0) -> float:
