@@ -345,7 +345,7 @@ class DeepFeatureExtractor(TransformerMixin, BaseEstimator):
         return activations
 
     def __getstate__(self):
-        state = super().__getstate__()
+        state = dict(super().__getstate__())  # object.__getstate__ returns __dict__ itself
         # The tapped graph is rebuilt on load; the network travels on the CPU so that a model
         # used on a GPU unpickles on a CPU-only machine.
         state.pop("network_", None)
