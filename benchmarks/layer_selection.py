@@ -215,7 +215,7 @@ def plots(name, table, test_features, y_test):
     lite0 = {k: v[keep] for k, v in test_features["efficientnet_lite0"].items()}
     plot_cka_heatmap(
         cka_matrix(mobilenet, lite0),
-        title=f"Linear CKA, {name}: MobileNetV2 (rows) vs EfficientNet-Lite0",
+        title=f"Linear CKA on {name} test images\nMobileNetV2 (rows) vs EfficientNet-Lite0",
         path=RESULTS / f"{stem}_cka.png",
     )
     # The DeCAF figure: an early and the last layer of MobileNetV2 on the test images (for

@@ -293,8 +293,9 @@ class DeepFeatureExtractor(TransformerMixin, BaseEstimator):
         """Score every candidate layer on (inputs, y); return the best one's features."""
         if y is None:
             raise ValueError(
-                "layers='auto' picks the layer whose features best predict y, so fit needs "
-                "y; got y=None. Pass the labels to fit, or name the layers."
+                "DeepFeatureExtractor with layers='auto' requires y to be passed, but the "
+                "target y is None: it picks the layer whose features best predict y. Pass the "
+                "labels to fit, or name the layers."
             )
         y = np.asarray(y)
         if y.ndim != 1 or len(y) != len(inputs):

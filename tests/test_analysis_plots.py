@@ -33,7 +33,8 @@ def test_tsne_pair_subsamples_with_seed(tmp_path):
     assert isinstance(figure, Figure)
     assert [ax.get_title() for ax in figure.axes] == ["a", "b"]
     assert "40 of 90 samples (seed 0)" in figure.get_suptitle()
-    assert len(figure.axes[0].collections[0].get_offsets()) == 40
+    assert sum(len(c.get_offsets()) for c in figure.axes[0].collections) == 40
+    assert [t.get_text() for t in figure.axes[1].get_legend().get_texts()] == ["0", "1", "2"]
     assert path.read_bytes()[:4] == PNG_MAGIC
     with pytest.raises(ValueError, match="same samples"):
         plot_tsne_pair(rng.normal(size=(10, 2)), rng.normal(size=(9, 2)), y[:10])

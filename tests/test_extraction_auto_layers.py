@@ -9,6 +9,7 @@ from sklearn.base import clone
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import GridSearchCV
 from sklearn.pipeline import make_pipeline
+from sklearn.utils.estimator_checks import parametrize_with_checks
 from torch import nn
 
 from sktransfer import DeepFeatureExtractor, block_layers
@@ -71,7 +72,7 @@ def test_auto_needs_labels(data):
     extractor = DeepFeatureExtractor(
         TwoViews(), layers="auto", layer_candidates=["noise", "signal"]
     )
-    with pytest.raises(ValueError, match="needs y"):
+    with pytest.raises(ValueError, match="requires y to be passed"):
         extractor.fit(X)
     with pytest.raises(ValueError, match="one label per image"):
         extractor.fit(X, y[:5])
@@ -128,3 +129,29 @@ def test_pickling_leaves_the_fitted_extractor_usable(data):
     extractor = DeepFeatureExtractor(TwoViews(), layers="signal").fit(X)
     pickle.dumps(extractor)
     np.testing.assert_allclose(extractor.transform(X), X[:, [0, 4]])
+
+
+FOUNDATION_INPUT_HANDLING = "image-input validation of the foundation, not of layer selection"
+
+
+@parametrize_with_checks(
+    [
+        DeepFeatureExtractor(
+            nn.Sequential(nn.LazyLinear(4), nn.ReLU(), nn.LazyLinear(3)),
+            layers="auto",
+            layer_candidates=["0", "2"],
+            random_state=0,
+            n_jobs=1,
+        )
+    ],
+    expected_failed_checks=lambda estimator: {
+        "check_dtype_object": f"object arrays are read as image paths: {FOUNDATION_INPUT_HANDLING}",
+        "check_estimator_sparse_tag": f"sparse input: {FOUNDATION_INPUT_HANDLING}",
+        "check_estimator_sparse_array": f"sparse input: {FOUNDATION_INPUT_HANDLING}",
+        "check_estimator_sparse_matrix": f"sparse input: {FOUNDATION_INPUT_HANDLING}",
+        "check_transformer_data_not_an_array": f"array-likes: {FOUNDATION_INPUT_HANDLING}",
+        "check_fit2d_predict1d": f"1-D input is read as images: {FOUNDATION_INPUT_HANDLING}",
+    },
+)
+def test_sklearn_common_checks_with_auto_layers(estimator, check):
+    check(estimator)

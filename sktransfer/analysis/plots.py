@@ -76,10 +76,16 @@ def plot_tsne_pair(
         embedded = TSNE(perplexity=perplexity, init="pca", random_state=random_state).fit_transform(
             features[keep]
         )
-        ax.scatter(embedded[:, 0], embedded[:, 1], c=colours[codes], s=8, linewidths=0)
+        for code, label in enumerate(classes):  # one artist per class, for the legend
+            points = embedded[codes == code]
+            ax.scatter(
+                points[:, 0], points[:, 1], color=colours[code], s=8, linewidths=0, label=str(label)
+            )
         ax.set_title(title)
         ax.set_xticks([])
         ax.set_yticks([])
+    if len(classes) <= 10:
+        axes[1].legend(fontsize=8, markerscale=2, loc="best")
     note = (
         f"{len(keep)} of {len(y)} samples (seed {random_state})"
         if len(keep) < len(y)
@@ -187,7 +193,7 @@ def plot_cka_heatmap(matrix, *, title="Linear CKA", path=None):
     image = ax.imshow(matrix.to_numpy(dtype=float), vmin=0, vmax=1, cmap="magma", origin="lower")
     ax.set_xticks(range(matrix.shape[1]), matrix.columns, rotation=60, ha="right", fontsize=8)
     ax.set_yticks(range(matrix.shape[0]), matrix.index, fontsize=8)
-    ax.set_title(title)
+    ax.set_title(title, fontsize=10)
     figure.colorbar(image, ax=ax)
     return _save(figure, path)
 

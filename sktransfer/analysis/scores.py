@@ -314,7 +314,7 @@ def _check_features_labels(X, y, who: str) -> tuple[np.ndarray, np.ndarray]:
     check_classification_targets(y)
     codes = LabelEncoder().fit_transform(y)
     if codes.max() < 1:
-        raise ValueError(f"{who} needs at least 2 classes in y; got only {np.unique(y)}.")
+        raise ValueError(f"{who} needs at least 2 classes in y; got only 1 class: {np.unique(y)}.")
     return X, codes
 
 
