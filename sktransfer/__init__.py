@@ -5,6 +5,15 @@ Feature extraction from pretrained networks (DeCAF), post-processing of deep fea
 in Pipelines and GridSearchCV.
 """
 
+from . import analysis
+from .analysis import (
+    h_score,
+    leep_score,
+    linear_cka,
+    logme_score,
+    rank_layers,
+    rbf_cka,
+)
 from .backbones import Backbone, block_layers, list_backbones, list_layers, load_backbone
 from .extraction import DeepFeatureExtractor
 from .finetune import FineTuneClassifier
@@ -26,4 +35,11 @@ __all__ = [
     "load_backbone",
     "load_image_folder",
     "make_full_network_embedding",
+    "analysis",
+    "h_score",
+    "leep_score",
+    "linear_cka",
+    "logme_score",
+    "rank_layers",
+    "rbf_cka",
 ]

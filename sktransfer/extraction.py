@@ -9,12 +9,14 @@ from numbers import Integral
 import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin, _fit_context
 from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 from torch import nn
 from torchvision.models._api import WeightsEnum
 
 from .activations import FrozenNetwork, extract_activations
-from .backbones import load_backbone, penultimate_layer
+from .analysis.scores import LAYER_SCORES as _LAYER_SCORES
+from .backbones import block_layers, load_backbone, penultimate_layer
 from .devices import available_or_cpu, resolve_device, seeded
 from .images import check_images
 from .pooling import POOLINGS, pool
@@ -39,10 +41,12 @@ class DeepFeatureExtractor(TransformerMixin, BaseEstimator):
         Which weights, resolved offline first (see :func:`sktransfer.load_backbone`):
         ``"DEFAULT"`` (the best available offline), an enum member name such as
         ``"IMAGENET1K_V1"``, a state-dict file, or None for random initialisation.
-    layers : str, list of str or None, default=None
+    layers : str, list of str, "auto" or None, default=None
         Graph node names to tap (:func:`sktransfer.list_layers`). A list concatenates the
         layers' pooled features in the given order. None: the penultimate features (the input
-        of the final Linear layer).
+        of the final Linear layer). "auto": ``fit`` needs ``y`` and taps the one layer of
+        ``layer_candidates`` that ``layer_score`` rates best on the training images (all
+        candidates come from a single forward pass; see :mod:`sktransfer.analysis`).
     pooling : {"avg", "max", "avgmax"} or None, default="avg"
         How spatial maps become vectors: global average, global max, both concatenated, or
         None to flatten. Layers that are already vectors are not pooled.
@@ -55,6 +59,13 @@ class DeepFeatureExtractor(TransformerMixin, BaseEstimator):
     n_jobs : int or None, default=None
         Threads that decode and resize images from files or PIL objects. None: the number of
         CPU cores (at most 8).
+    layer_candidates : list of str or None, default=None
+        Only with ``layers="auto"``: the layers to choose from. None: the network's blocks
+        (:func:`sktransfer.block_layers`).
+    layer_score : {"logme", "h_score", "h_score_shrunk", "linear_probe"}, default="logme"
+        Only with ``layers="auto"``: how candidates are rated (higher is better), by
+        :func:`sktransfer.analysis.logme_score`, :func:`~sktransfer.analysis.h_score` (plain
+        or Ledoit-Wolf shrunk) or a 3-fold :func:`~sktransfer.analysis.linear_probe_score`.
     verbose : int, default=0
         Show a progress bar while extracting.
     random_state : int or None, default=None
@@ -67,7 +78,9 @@ class DeepFeatureExtractor(TransformerMixin, BaseEstimator):
     weights_ : str or None
         The weights actually loaded, e.g. ``"MobileNet_V2_Weights.IMAGENET1K_V1"``.
     layers_ : list of str
-        The tapped layers, resolved.
+        The tapped layers, resolved (with ``layers="auto"``: the chosen layer).
+    layer_scores_ : dict of str to float
+        Only with ``layers="auto"``: each candidate layer's ``layer_score``.
     layer_slices_ : dict of str to slice
         The columns of each layer's block in the output (for per-layer post-processing).
     layer_shapes_ : dict of str to tuple
@@ -91,6 +104,13 @@ class DeepFeatureExtractor(TransformerMixin, BaseEstimator):
     (4, 768)
     >>> extractor.layer_slices_["layer4"]
     slice(256, 768, None)
+
+    Let the labels pick the layer:
+
+    >>> auto = DeepFeatureExtractor("resnet18", weights=None, layers="auto",
+    ...                             layer_candidates=["layer2", "layer3"], random_state=0)
+    >>> auto.fit(images, [0, 0, 1, 1]).layers_[0] in ("layer2", "layer3")
+    True
     """
 
     _parameter_constraints: dict = {
@@ -101,6 +121,8 @@ class DeepFeatureExtractor(TransformerMixin, BaseEstimator):
         "batch_size": [Interval(Integral, 1, None, closed="left"), StrOptions({"auto"})],
         "device": [str],
         "n_jobs": [Interval(Integral, 1, None, closed="left"), None],
+        "layer_candidates": [list, tuple, None],
+        "layer_score": [StrOptions(set(_LAYER_SCORES))],
         "verbose": ["verbose"],
         "random_state": ["random_state"],
     }
@@ -115,6 +137,8 @@ class DeepFeatureExtractor(TransformerMixin, BaseEstimator):
         batch_size="auto",
         device="auto",
         n_jobs=None,
+        layer_candidates=None,
+        layer_score="logme",
         verbose=0,
         random_state=None,
     ):
@@ -125,6 +149,8 @@ class DeepFeatureExtractor(TransformerMixin, BaseEstimator):
         self.batch_size = batch_size
         self.device = device
         self.n_jobs = n_jobs
+        self.layer_candidates = layer_candidates
+        self.layer_score = layer_score
         self.verbose = verbose
         self.random_state = random_state
 
@@ -136,19 +162,48 @@ class DeepFeatureExtractor(TransformerMixin, BaseEstimator):
         ----------
         X : images
             Anything :func:`sktransfer.images.check_images` accepts. One sample is run through
-            the network to learn the output sizes.
-        y : ignored
+            the network to learn the output sizes (all of them with ``layers="auto"``).
+        y : array-like of shape (n_samples,) or None
+            Class labels; needed only by ``layers="auto"``, ignored otherwise.
 
         Returns
         -------
         self : DeepFeatureExtractor
         """
+        self._fit(X, y)
+        return self
+
+    @_fit_context(prefer_skip_nested_validation=True)
+    def fit_transform(self, X, y=None):
+        """Fit, then extract the features of ``X``.
+
+        With ``layers="auto"`` the chosen layer's features come from the selection pass, so
+        the images go through the network once.
+
+        Returns
+        -------
+        features : ndarray of shape (n_samples, n_features_out_), float32
+        """
+        selected = self._fit(X, y)
+        if selected is None:
+            return self.transform(X)
+        return selected
+
+    def _fit(self, X, y):
+        """Fit; return the chosen layer's features when ``layers="auto"``, else None."""
         seed = _seed(self.random_state)
         self.device_ = resolve_device(self.device)
         self.backbone_ = load_backbone(self.backbone, self.weights, random_state=seed)
         self.weights_ = self.backbone_.weights
         inputs = self._check_inputs(X, reset=True)
-        self.layers_ = self._resolve_layers()
+        selected = None
+        if isinstance(self.layers, str) and self.layers == "auto":
+            with seeded(seed):
+                selected = self._select_layer(inputs, y)
+            self.layers_ = [next(iter(selected))]
+        else:
+            self.layers_ = self._resolve_layers()
+            self.__dict__.pop("layer_scores_", None)
         self.network_ = FrozenNetwork(self.backbone_, self.layers_, self.device_)
         with seeded(seed):  # lazy modules initialise on their first batch
             batch = next(inputs[:1].batches(self.backbone_.transform, 1))
@@ -160,7 +215,7 @@ class DeepFeatureExtractor(TransformerMixin, BaseEstimator):
             self.layer_slices_[layer] = slice(start, start + width)
             start += width
         self.n_features_out_ = start
-        return self
+        return None if selected is None else selected[self.layers_[0]]
 
     def transform(self, X):
         """Extract the pooled features of ``X``.
@@ -196,6 +251,7 @@ class DeepFeatureExtractor(TransformerMixin, BaseEstimator):
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
+        tags.target_tags.required = isinstance(self.layers, str) and self.layers == "auto"
         tags.input_tags.two_d_array = isinstance(self.backbone, nn.Module)
         tags.transformer_tags.preserves_dtype = ["float32"]
         return tags
@@ -233,13 +289,54 @@ class DeepFeatureExtractor(TransformerMixin, BaseEstimator):
             raise ValueError(f"layers lists a layer twice: {layers}.")
         return layers
 
-    def _extract(self, inputs):
+    def _select_layer(self, inputs, y) -> dict[str, np.ndarray]:
+        """Score every candidate layer on (inputs, y); return the best one's features."""
+        if y is None:
+            raise ValueError(
+                "DeepFeatureExtractor with layers='auto' requires y to be passed, but the "
+                "target y is None: it picks the layer whose features best predict y. Pass the "
+                "labels to fit, or name the layers."
+            )
+        y = np.asarray(y)
+        if y.ndim != 1 or len(y) != len(inputs):
+            raise ValueError(
+                f"y must hold one label per image: shape ({len(inputs)},); got {y.shape}."
+            )
+        check_classification_targets(y)
+        candidates = self._candidate_layers()
+        network = FrozenNetwork(self.backbone_, candidates, self.device_)
+        activations = self._extract(inputs, network)
+        score = _LAYER_SCORES[self.layer_score]
+        self.layer_scores_ = {layer: score(activations[layer], y) for layer in candidates}
+        best = max(candidates, key=self.layer_scores_.__getitem__)  # first wins ties
+        return {best: activations[best]}
+
+    def _candidate_layers(self) -> list[str]:
+        if self.layer_candidates is None:
+            try:
+                return block_layers(self.backbone_)
+            except Exception as error:  # a plain module may not take 224 x 224 images
+                raise ValueError(
+                    f"Could not list the blocks of {self.backbone_.name!r} to choose a layer "
+                    f"from ({error}). Pass layer_candidates=[...] (see sktransfer.list_layers)."
+                ) from error
+        candidates = list(self.layer_candidates)
+        if not candidates or not all(isinstance(layer, str) for layer in candidates):
+            raise ValueError(
+                f"layer_candidates must be a non-empty list of node names or None; got "
+                f"{self.layer_candidates!r}."
+            )
+        if len(set(candidates)) != len(candidates):
+            raise ValueError(f"layer_candidates lists a layer twice: {candidates}.")
+        return candidates
+
+    def _extract(self, inputs, network=None):
         batch_size = self.batch_size
         if batch_size == "auto":
             batch_size = 64 if self.device_.type == "cuda" else 16
         n_workers = self.n_jobs or min(8, os.cpu_count() or 1)
         activations = extract_activations(
-            self.network_,
+            self.network_ if network is None else network,
             inputs,
             pooling=self.pooling,
             batch_size=batch_size,

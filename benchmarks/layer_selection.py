@@ -1,0 +1,336 @@
+"""Layer selection without training: transferability scores against linear-probe accuracy.
+
+For several layers of MobileNetV2 and EfficientNet-Lite0 (ImageNet weights), on Caltech-101
+(30 training images per class) and hymenoptera (ants vs bees): LogME, H-score (plain and
+Ledoit-Wolf shrunk) and LEEP, computed on the training features only, against the held-out
+accuracy of a linear probe trained on each layer (the ground truth). Reports Kendall's tau
+between each score and the probe accuracy over the layers, and the time the scores take
+against the time the probes take, measured in the same run.
+
+All layers of a backbone (plus its ImageNet logits, for LEEP) come from ONE forward pass
+(``sktransfer.analysis.extract_layer_features``). Features are cached in benchmarks/.cache
+(pass --no-cache to extract again); the scoring and probing timings are always fresh.
+
+Usage::
+
+    PYTHONPATH=. python benchmarks/layer_selection.py [--test-per-class 20] [--no-cache]
+
+Data: $SKTRANSFER_DATA (default ../shared/data from the repository root).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import platform
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from scipy.stats import kendalltau
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+from threadpoolctl import threadpool_limits
+
+from sktransfer import load_image_folder
+from sktransfer.analysis import (
+    cka_matrix,
+    extract_layer_features,
+    plot_cka_heatmap,
+    plot_layer_scores,
+    plot_tsne_pair,
+)
+from sktransfer.analysis.scores import LAYER_SCORES, leep_score
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+CACHE = ROOT / "benchmarks" / ".cache"
+SEED = 0
+# Nine taps per backbone, from early blocks to the last feature map (block_layers names).
+LAYERS = {
+    "mobilenet_v2": [
+        "features.2",
+        "features.4",
+        "features.7",
+        "features.10",
+        "features.13",
+        "features.14",
+        "features.16",
+        "features.17",
+        "features.18",
+    ],
+    "efficientnet_lite0": [
+        "_blocks.1",
+        "_blocks.3",
+        "_blocks.5",
+        "_blocks.7",
+        "_blocks.9",
+        "_blocks.11",
+        "_blocks.13",
+        "_blocks.15",
+        "_swish_1",
+    ],
+}
+LAYER_SCORE_NAMES = ["logme", "h_score", "h_score_shrunk"]
+SCORES = [*LAYER_SCORE_NAMES, "leep"]
+PROBE_C = 0.1  # one fixed L2 strength for every layer, on standardised features
+
+
+def data_root() -> Path:
+    return Path(os.environ.get("SKTRANSFER_DATA", ROOT.parent / "shared" / "data"))
+
+
+def caltech_split(root: Path, test_per_class: int):
+    """30 random training images per class, up to ``test_per_class`` test images of the rest."""
+    paths, labels = load_image_folder(root / "caltech101", extensions={".jpg"})
+    keep = labels != "BACKGROUND_Google"
+    paths, labels = paths[keep], labels[keep]
+    rng = np.random.default_rng(SEED)
+    train, test = [], []
+    for cls in np.unique(labels):
+        index = rng.permutation(np.flatnonzero(labels == cls))
+        train.extend(index[:30])
+        test.extend(index[30 : 30 + test_per_class])
+    train, test = np.sort(train), np.sort(test)
+    return paths[train], labels[train], paths[test], labels[test]
+
+
+def hymenoptera_split(root: Path):
+    train_paths, train_labels = load_image_folder(root / "hymenoptera" / "train")
+    test_paths, test_labels = load_image_folder(root / "hymenoptera" / "val")
+    return train_paths, train_labels, test_paths, test_labels
+
+
+def cached_features(paths, backbone: str, use_cache: bool):
+    """Per-layer features and ImageNet probabilities of ``paths``, one forward pass."""
+    key = hashlib.sha256(json.dumps([backbone, LAYERS[backbone], list(paths)]).encode())
+    file = CACHE / f"{backbone}-{key.hexdigest()[:16]}.npz"
+    if use_cache and file.exists():
+        stored = np.load(file)
+        features = {layer: stored[layer] for layer in LAYERS[backbone]}
+        return features, stored["__probabilities__"], float(stored["__seconds__"]), True
+    start = time.perf_counter()
+    features, probabilities = extract_layer_features(
+        paths, backbone, LAYERS[backbone], source_probabilities=True, verbose=1
+    )
+    seconds = time.perf_counter() - start
+    CACHE.mkdir(parents=True, exist_ok=True)
+    np.savez(file, __probabilities__=probabilities, __seconds__=seconds, **features)
+    return features, probabilities, seconds, False
+
+
+def timed(function, *args, repeats=1, **kwargs):
+    """The value of ``function(*args)`` and its best time over ``repeats`` runs."""
+    best = np.inf
+    for _ in range(repeats):
+        start = time.perf_counter()
+        value = function(*args, **kwargs)
+        best = min(best, time.perf_counter() - start)
+    return value, best
+
+
+def probe(train, y_train, test, y_test):
+    """Held-out accuracy of a standardised logistic regression trained on one layer."""
+    model = make_pipeline(StandardScaler(), LogisticRegression(C=PROBE_C, max_iter=2000))
+    return model.fit(train, y_train).score(test, y_test)
+
+
+def evaluate(name, split, use_cache, repeats):
+    train_paths, y_train, test_paths, y_test = split
+    print(
+        f"\n== {name}: {len(train_paths)} train, {len(test_paths)} test, "
+        f"{len(np.unique(y_train))} classes",
+        flush=True,
+    )
+    rows, extraction, test_features = [], {}, {}
+    n = len(train_paths)
+    for backbone in LAYERS:
+        paths = np.concatenate([train_paths, test_paths])
+        features, probabilities, seconds, cached = cached_features(paths, backbone, use_cache)
+        extraction[backbone] = (seconds, len(paths), cached)
+        test_features[backbone] = {layer: f[n:] for layer, f in features.items()}
+        # Scores and probes alike run with BLAS on one thread: on the 2 shared cores,
+        # multithreaded BLAS made the same call vary up to 10x between repeats.
+        with threadpool_limits(1):
+            leep, leep_seconds = timed(leep_score, probabilities[:n], y_train, repeats=repeats)
+            for depth, layer in enumerate(LAYERS[backbone]):
+                train, test = features[layer][:n], features[layer][n:]
+                row = {"backbone": backbone, "layer": layer, "depth": depth}
+                row["n_features"] = train.shape[1]
+                for score in LAYER_SCORE_NAMES:
+                    row[score], row[f"{score}_seconds"] = timed(
+                        LAYER_SCORES[score], train, y_train, repeats=repeats
+                    )
+                row["leep"], row["leep_seconds"] = leep, leep_seconds
+                row["probe_accuracy"], row["probe_seconds"] = timed(
+                    probe, train, y_train, test, y_test, repeats=repeats
+                )
+                rows.append(row)
+                print(
+                    f"{backbone:>20} {layer:>12}: probe {row['probe_accuracy']:.4f} "
+                    f"({row['probe_seconds']:.2f}s), logme {row['logme']:.4f} "
+                    f"({row['logme_seconds']:.3f}s)",
+                    flush=True,
+                )
+    return pd.DataFrame(rows), extraction, test_features
+
+
+def taus(table: pd.DataFrame) -> pd.DataFrame:
+    """Kendall's tau of each layer score against the probe accuracy, per backbone and pooled."""
+    rows = []
+    groups = [(b, table[table["backbone"] == b]) for b in LAYERS] + [("both (pooled)", table)]
+    for group, part in groups:
+        for score in SCORES:
+            if score == "leep":
+                continue  # one value per backbone: it ranks backbones, not layers
+            tau = kendalltau(part[score], part["probe_accuracy"]).statistic
+            time_ratio = part[f"{score}_seconds"].sum() / part["probe_seconds"].sum()
+            rows.append(
+                {
+                    "layers of": group,
+                    "score": score,
+                    "kendall_tau": tau,
+                    "score_time / probe_time": time_ratio,
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def plots(name, table, test_features, y_test):
+    stem = f"layer_selection_{name}"
+    plot_layer_scores(
+        table, scores=["logme", "h_score", "h_score_shrunk"], path=RESULTS / f"{stem}_scores.png"
+    )
+    # CKA between every tapped layer of the two backbones on (at most) 500 test images.
+    rng = np.random.default_rng(SEED)
+    n = len(y_test)
+    keep = np.sort(rng.choice(n, min(n, 500), replace=False))
+    mobilenet = {k: v[keep] for k, v in test_features["mobilenet_v2"].items()}
+    lite0 = {k: v[keep] for k, v in test_features["efficientnet_lite0"].items()}
+    plot_cka_heatmap(
+        cka_matrix(mobilenet, lite0),
+        title=f"Linear CKA on {name} test images\nMobileNetV2 (rows) vs EfficientNet-Lite0",
+        path=RESULTS / f"{stem}_cka.png",
+    )
+    # The DeCAF figure: an early and the last layer of MobileNetV2 on the test images (for
+    # Caltech-101 the first 10 classes, so that colours stay readable).
+    classes = np.unique(y_test)[:10]
+    chosen = np.isin(y_test, classes)
+    early, last = LAYERS["mobilenet_v2"][1], LAYERS["mobilenet_v2"][-1]
+    plot_tsne_pair(
+        test_features["mobilenet_v2"][early][chosen],
+        test_features["mobilenet_v2"][last][chosen],
+        y_test[chosen],
+        titles=(f"MobileNetV2 {early}", f"MobileNetV2 {last}"),
+        max_samples=1000,
+        random_state=SEED,
+        path=RESULTS / f"{stem}_tsne.png",
+    )
+    return [f"{stem}_scores.png", f"{stem}_cka.png", f"{stem}_tsne.png"]
+
+
+def markdown(sections, args, started) -> str:
+    lines = [
+        "# Layer selection: transferability scores vs linear-probe accuracy",
+        "",
+        f"Command: `PYTHONPATH=. python benchmarks/layer_selection.py "
+        f"--test-per-class {args.test_per_class}`  ",
+        f"Machine: {platform.machine()} CPU, {os.cpu_count()} cores shared with other jobs, no "
+        f"GPU; Python {platform.python_version()}.  ",
+        f"Date: {started:%Y-%m-%d %H:%M} UTC. Seed {SEED}.",
+        "",
+        "Scores are computed on the training features only (no training); the ground truth is",
+        f"the held-out accuracy of StandardScaler + LogisticRegression(C={PROBE_C}) trained on",
+        "each layer's globally average-pooled features. Times: each score's total over the",
+        "layers against the probes' total fitting time, in the same run (ratio < 0.2 is the",
+        "target). Kendall's tau (tau-b) is over the 9 layers of a backbone, and over all 18",
+        "layers of both backbones pooled. LEEP uses the ImageNet probabilities (softmax of the",
+        "logits layer), so it is one value per backbone: it ranks backbones, not layers.",
+        "",
+    ]
+    for name, (table, extraction, tau_table, pngs, note) in sections.items():
+        lines += [f"## {name}", "", note, ""]
+        for backbone, (seconds, n) in extraction.items():
+            if seconds is None:
+                lines.append(f"- {backbone}: features read from the cache of an earlier run.")
+            else:
+                lines.append(
+                    f"- {backbone}: {n} images, all layers in one pass, {seconds:.0f}"
+                    f" s ({n / seconds:.1f} images/s)."
+                )
+        lines += ["", "Kendall's tau against probe accuracy, and time against probing:", ""]
+        lines += [tau_table.to_markdown(index=False, floatfmt=".3f"), ""]
+        lines += ["Per layer:", ""]
+        shown = table[
+            [
+                "backbone",
+                "layer",
+                "n_features",
+                "probe_accuracy",
+                "logme",
+                "h_score",
+                "h_score_shrunk",
+                "leep",
+                "probe_seconds",
+                "logme_seconds",
+                "h_score_seconds",
+                "h_score_shrunk_seconds",
+            ]
+        ]
+        lines += [shown.to_markdown(index=False, floatfmt=".4g"), ""]
+        lines += [f"![{png}]({png})" for png in pngs] + [""]
+    return "\n".join(lines)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--test-per-class",
+        type=int,
+        default=20,
+        help="Caltech-101 test images per class (the rest after 30 training)",
+    )
+    parser.add_argument("--no-cache", action="store_true", help="extract the features again")
+    args = parser.parse_args()
+    root = data_root()
+    if not (root / "caltech101").is_dir() or not (root / "hymenoptera").is_dir():
+        print(f"SKIPPED: Caltech-101 / hymenoptera not found under {root} (set SKTRANSFER_DATA).")
+        return 0
+    started = datetime.now(timezone.utc)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    datasets = {
+        "hymenoptera": (
+            hymenoptera_split(root),
+            "Train 244 images (ants, bees), test on the 153 validation images. Times: best "
+            "of 3 runs.",
+            3,
+        ),
+        "caltech101": (
+            caltech_split(root, args.test_per_class),
+            f"101 object classes (BACKGROUND_Google left out), 30 random training "
+            f"images per class, up to {args.test_per_class} random test images per "
+            f"class from the rest (seed {SEED}). Times: one run each.",
+            1,
+        ),
+    }
+    sections = {}
+    for name, (split, note, repeats) in datasets.items():
+        table, extraction, test_features = evaluate(name, split, not args.no_cache, repeats)
+        tau_table = taus(table)
+        print(tau_table.to_string(index=False), flush=True)
+        pngs = plots(name, table, test_features, split[3])
+        table.to_csv(RESULTS / f"layer_selection_{name}.csv", index=False)
+        sections[name] = (table, extraction, tau_table, pngs, note)
+    (RESULTS / "layer_selection.md").write_text(markdown(sections, args, started))
+    print(f"Wrote {RESULTS / 'layer_selection.md'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
