@@ -46,6 +46,7 @@ __all__ = [
 #: tests and benchmarks that show what a cache saved.
 FORWARD_COUNTS: Counter = Counter()
 _COUNT_LOCK = threading.Lock()
+_SHAPES: dict[tuple, dict] = {}  # (network identity, input shape) -> {layer: shape}
 
 
 def check_layers(backbone: Backbone, layers: list[str]) -> None:
@@ -142,10 +143,7 @@ class FrozenNetwork:
         parameters, if any, are initialised."""
         if self._identity is None:
             identity = self.backbone.identity
-            if not any(
-                isinstance(p, nn.parameter.UninitializedParameter)
-                for p in self.backbone.module.parameters()
-            ):
+            if not self._lazy():
                 self._identity = identity
             return identity
         return self._identity
@@ -154,18 +152,31 @@ class FrozenNetwork:
         """Raw activations of every tapped layer (torch), for probes and analysis."""
         _count(len(batch))
         activations = self._torch.activations(batch)
-        self._shapes.setdefault(
-            tuple(batch.shape[1:]), {k: tuple(v.shape[1:]) for k, v in activations.items()}
-        )
+        shapes = {k: tuple(v.shape[1:]) for k, v in activations.items()}
+        self._shapes.setdefault(tuple(batch.shape[1:]), shapes)
+        if not self._lazy():
+            _SHAPES.setdefault((self.identity, tuple(batch.shape[1:])), {}).update(shapes)
         return activations
 
     def layer_shapes(self, batch: torch.Tensor) -> dict[str, tuple]:
-        """Each layer's activation shape for one sample of ``batch`` (probed once per size)."""
-        shapes = self._shapes.get(tuple(batch.shape[1:]))
+        """Each layer's activation shape for one sample of ``batch``, probed once per input
+        size and network (any tapped graph of the same network shares the probe)."""
+        size = tuple(batch.shape[1:])
+        shapes = self._shapes.get(size)
+        if shapes is None and not self._lazy():
+            known = _SHAPES.get((self.identity, size), {})
+            if all(layer in known for layer in self.layers):
+                shapes = self._shapes[size] = {layer: known[layer] for layer in self.layers}
         if shapes is None:
             self(batch[:1])
-            shapes = self._shapes[tuple(batch.shape[1:])]
+            shapes = self._shapes[size]
         return shapes
+
+    def _lazy(self) -> bool:
+        return any(
+            isinstance(p, nn.parameter.UninitializedParameter)
+            for p in self.backbone.module.parameters()
+        )
 
     def spec(self, batch: torch.Tensor, forms) -> list[tuple[str, str]]:
         """``[(layer, form), ...]`` for ``forms`` (a pooling or a tuple of statistics per layer,

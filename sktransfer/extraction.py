@@ -274,19 +274,20 @@ class DeepFeatureExtractor(TransformerMixin, BaseEstimator):
         return layers
 
     def _resolve_recorded(self) -> list[str]:
-        """``layers_`` then every layer named in ``record_layers``, each once."""
+        """``layers_`` and every layer named in ``record_layers``, each once, sorted: clones
+        asking for different layers of one search then share one tapped network."""
         recorded = list(self.layers_)
         for entry in self.record_layers or ():
             try:
                 names = self._resolve_layers(entry)
-            except ValueError:
+            except (ValueError, TypeError):
                 raise ValueError(
                     f"record_layers entries must be what `layers` accepts (a name, a list of "
                     f"names, or None for the penultimate layer); got {entry!r} in "
                     f"{self.record_layers!r}."
                 ) from None
-            recorded += [name for name in names if name not in recorded]
-        return recorded
+            recorded += names
+        return sorted(set(recorded))
 
     def _network(self) -> FrozenNetwork:
         cache = get_cache(self.cache)
