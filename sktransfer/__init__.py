@@ -6,6 +6,8 @@ in Pipelines and GridSearchCV.
 """
 
 from .backbones import Backbone, block_layers, list_backbones, list_layers, load_backbone
+from .cache import DiskCache, MemoryCache, clear_cache
+from .engines import EngineWarning
 from .extraction import DeepFeatureExtractor
 from .images import check_images, load_image_folder
 from .postprocessing import LayerwiseNormalizer, TernaryDiscretizer, make_full_network_embedding
@@ -24,4 +26,8 @@ __all__ = [
     "load_backbone",
     "load_image_folder",
     "make_full_network_embedding",
+    "DiskCache",
+    "MemoryCache",
+    "clear_cache",
+    "EngineWarning",
 ]

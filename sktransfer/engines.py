@@ -179,8 +179,9 @@ class OnnxRuntimeEngine:
 
     name = "onnxruntime"
 
-    def __init__(self, session):
+    def __init__(self, session, file=None):
         self.session = session
+        self.file = file  # the cached exported graph it was loaded from
         self.input_name = session.get_inputs()[0].name
 
     def run(self, batch: torch.Tensor, spec=None) -> list[np.ndarray]:
@@ -250,7 +251,7 @@ def _build_checked(torch_engine, key, spec, sample, n_threads, export_dir):
         session = _session(model, n_threads)
     except Exception as exc:
         return None, f"ONNX Runtime could not load the exported graph ({_first_line(exc)})."
-    engine = OnnxRuntimeEngine(session)
+    engine = OnnxRuntimeEngine(session, file)
     expected = torch_engine.run(sample, spec)
     got = engine.run(sample, spec)
     for (layer, form), want, have in zip(spec, expected, got):
@@ -310,6 +311,8 @@ def _read_export(file: Path) -> bytes | None:
         and data[: len(_MAGIC)] == _MAGIC
         and hashlib.sha256(data[header:]).digest() == data[len(_MAGIC) : header]
     ):
+        with contextlib.suppress(OSError):
+            os.utime(file)  # least recently used bookkeeping
         return data[header:]
     with contextlib.suppress(OSError):
         file.unlink()
@@ -317,10 +320,26 @@ def _read_export(file: Path) -> bytes | None:
 
 
 def _write_export(file: Path, model: bytes) -> None:
-    from .cache import _write_atomic
+    """Store an exported graph; then keep the folder under ``$SKTRANSFER_CACHE_ONNX_BYTES``
+    (default 2 GiB) by deleting the least recently used graphs (random-weight networks each
+    export their own)."""
+    from .cache import _env_bytes, _write_atomic
 
     file.parent.mkdir(parents=True, exist_ok=True)
     _write_atomic(file, _MAGIC + hashlib.sha256(model).digest() + model)
+    bound = _env_bytes("SKTRANSFER_CACHE_ONNX_BYTES", 2 * 2**30)
+    graphs = []
+    for other in file.parent.glob("*.onnx.skt"):
+        with contextlib.suppress(OSError):
+            stat = other.stat()
+            graphs.append((stat.st_mtime_ns, stat.st_size, other))
+    total = sum(size for _, size, _ in graphs)
+    for _, size, other in sorted(graphs):
+        if total <= bound or other == file:
+            break
+        with contextlib.suppress(OSError):
+            other.unlink()
+            total -= size
 
 
 def _first_line(exc: Exception) -> str:
