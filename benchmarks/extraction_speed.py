@@ -1,148 +1,252 @@
-"""Feature-extraction speed: DeepFeatureExtractor against a hand-written torch loop.
+"""Feature extraction speed per engine, against a plain eager torch loop (#7).
 
-Same model (MobileNetV2, ImageNet V1 weights), same images, same threads, same features
-(the penultimate 1280-d vector), measured in one run and reported as ratios. The baseline is
-the plain loop a user would write: eval mode, torch.no_grad, NCHW, batch 32; from JPEG paths
-it decodes with PIL one image after another. Peak RSS while extracting from paths is measured
-in fresh subprocesses for two sizes of input, to show it does not grow with N.
+MobileNetV2 (ImageNet weights), penultimate features (1280), Caltech-101 images, on the CPU.
+Rows, all measured in one run, each repeated ``--repeats`` times in turn (the median counts):
 
-Run: PYTHONPATH=. python benchmarks/extraction_speed.py [--n 320] [--repeats 3] [--rss-sizes 1000 0]
-(0 means all of Caltech-101.)
+* from arrays (images decoded beforehand, (N, 224, 224, 3) uint8): the baseline, a
+  hand-written plain eager torch loop (batch 32, ``torch.set_num_threads(--threads)``);
+  ``DeepFeatureExtractor`` with ``engine="torch"``, ``"onnxruntime"`` and ``"auto"``; a bare
+  ONNX Runtime session on the same exported graph (same threads, same preprocessing, batch 32);
+* from JPEG paths (decoding and resizing included): the eager loop decoding with Pillow one
+  image after another, and the extractor with each engine (decoding threads = ``--threads``);
+* decoders: Pillow against ``torchvision.io.decode_jpeg`` on the same files.
+
+Only ``transform`` is timed (the network is loaded and exported before, as a fitted extractor
+is); the activation cache is off (``cache=None``) so every repeat computes.
+
+    PYTHONPATH=. python benchmarks/extraction_speed.py [--n-images 192] [--repeats 3]
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import subprocess
-import sys
+import os
+import platform
+import statistics
 import time
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timezone
+from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
+from torchvision.transforms.functional import pil_to_tensor
 
-from benchmarks._common import RESULTS, ROOT, header, markdown_table, require_data
 from sktransfer import DeepFeatureExtractor, load_backbone, load_image_folder
 
-
-def plain_loop_arrays(model, transform, images, batch_size=32):
-    out = []
-    with torch.no_grad():
-        for start in range(0, len(images), batch_size):
-            batch = torch.from_numpy(images[start : start + batch_size]).permute(0, 3, 1, 2)
-            out.append(model(transform(batch)))
-    return torch.cat(out).numpy()
+ROOT = Path(__file__).resolve().parents[1]
+DATA = Path(os.environ.get("SKTRANSFER_DATA", ROOT / ".." / "shared" / "data"))
+BATCH = 32
 
 
-def plain_loop_paths(model, transform, paths, batch_size=32):
-    out = []
-    with torch.no_grad():
-        for start in range(0, len(paths), batch_size):
-            batch = [
-                transform(Image.open(p).convert("RGB")) for p in paths[start : start + batch_size]
+def caltech_paths(n):
+    folder = DATA / "caltech101"
+    if not folder.is_dir():
+        raise SystemExit(f"Caltech-101 not found at {folder}: set SKTRANSFER_DATA (skipping).")
+    paths, labels = load_image_folder(folder)
+    paths = paths[labels != "BACKGROUND_Google"]
+    return paths[:: len(paths) // n][:n]
+
+
+def decode_pil(path):
+    with Image.open(path) as image:
+        return pil_to_tensor(image.convert("RGB"))
+
+
+def as_arrays(paths):
+    return np.stack(
+        [np.asarray(Image.open(p).convert("RGB").resize((224, 224), Image.BILINEAR)) for p in paths]
+    )
+
+
+class EagerLoop:
+    """The baseline: what one writes by hand with torchvision, in plain eager torch."""
+
+    def __init__(self):
+        backbone = load_backbone("mobilenet_v2", "DEFAULT")
+        self.model, self.transform = backbone.module.eval(), backbone.transform
+
+    def features(self, batch):
+        with torch.no_grad():
+            return self.model.features(self.transform(batch)).mean((2, 3)).numpy()
+
+    def from_arrays(self, arrays):
+        return np.concatenate(
+            [
+                self.features(torch.from_numpy(arrays[i : i + BATCH]).permute(0, 3, 1, 2))
+                for i in range(0, len(arrays), BATCH)
             ]
-            out.append(model(torch.stack(batch)))
-    return torch.cat(out).numpy()
+        )
+
+    def from_paths(self, paths):
+        out = []
+        for i in range(0, len(paths), BATCH):
+            images = [self.transform(decode_pil(p)) for p in paths[i : i + BATCH]]
+            with torch.no_grad():
+                out.append(self.model.features(torch.stack(images)).mean((2, 3)).numpy())
+        return np.concatenate(out)
 
 
-def penultimate_model(module):
-    return torch.nn.Sequential(
-        module.features, torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten()
-    ).eval()
+class BareSession:
+    """A bare ONNX Runtime session on the extractor's exported graph: the library's floor."""
+
+    def __init__(self, extractor, threads):
+        import onnxruntime as ort
+
+        from sktransfer.engines import _read_export
+
+        (engine,) = extractor.network_._engines.values()
+        assert engine.name == "onnxruntime", "the exported graph fell back to torch"
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        self.session = ort.InferenceSession(
+            _read_export(engine.file), options, providers=["CPUExecutionProvider"]
+        )
+        self.transform = extractor.backbone_.transform
+
+    def from_arrays(self, arrays):
+        out = []
+        for i in range(0, len(arrays), BATCH):
+            batch = self.transform(torch.from_numpy(arrays[i : i + BATCH]).permute(0, 3, 1, 2))
+            out.append(self.session.run(None, {"images": batch.numpy()})[0])
+        return np.concatenate(out)
 
 
-def best_time(fn, repeats):
-    times, result = [], None
-    for _ in range(repeats):
-        start = time.perf_counter()
-        result = fn()
-        times.append(time.perf_counter() - start)
-    return min(times), result
+def decoder_rows(paths, threads):
+    from torchvision.io import ImageReadMode, decode_jpeg, read_file
 
-
-def rss_child(n: int) -> None:
-    """Run in a subprocess: extract n Caltech-101 images from paths, print peak RSS (MB)."""
-    import resource
-
-    paths, _ = load_image_folder(require_data("caltech101"))
-    paths = paths if n == 0 else np.random.default_rng(0).permutation(paths)[:n]
-    features = DeepFeatureExtractor("mobilenet_v2").fit_transform(paths)
-    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps({"n": len(paths), "peak_rss_mb": peak_mb, "features": features.shape}))
-
-
-def main(argv=None):
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--n", type=int, default=320)
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--rss-sizes", type=int, nargs="*", default=[1000, 0])
-    parser.add_argument("--rss-child", type=int, default=None, help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
-    if args.rss_child is not None:
-        return rss_child(args.rss_child)
-
-    paths, _ = load_image_folder(require_data("caltech101"))
-    paths = list(np.random.default_rng(0).permutation(paths)[: args.n])
-    # Arrays: the same photos decoded once and resized to one size, as a user's array would be.
-    arrays = np.stack([np.asarray(Image.open(p).convert("RGB").resize((256, 256))) for p in paths])
-    backbone = load_backbone("mobilenet_v2", "IMAGENET1K_V1")
-    model = penultimate_model(backbone.module)
-    transform = backbone.transform
-    extractor = DeepFeatureExtractor("mobilenet_v2", weights="IMAGENET1K_V1").fit(arrays[:1])
+    def tv(path):
+        return decode_jpeg(read_file(str(path)), mode=ImageReadMode.UNCHANGED)
 
     rows = []
-    for source, data, baseline in (
-        ("arrays (N,256,256,3) uint8", arrays, plain_loop_arrays),
-        ("JPEG paths (Caltech-101)", paths, plain_loop_paths),
-    ):
-        base_s, base_out = best_time(lambda: baseline(model, transform, data), args.repeats)
-        ours_s, ours_out = best_time(lambda: extractor.transform(data), args.repeats)
-        max_diff = float(np.abs(base_out - ours_out).max())
-        rows.append(
-            {
-                "input": source,
-                "plain loop (img/s)": f"{len(data) / base_s:.1f}",
-                "DeepFeatureExtractor (img/s)": f"{len(data) / ours_s:.1f}",
-                "speed-up": f"**{base_s / ours_s:.2f}x**",
-                "max abs feature diff": f"{max_diff:.1e}",
-            }
-        )
-        print(rows[-1], flush=True)
+    for name, decode in (("Pillow", decode_pil), ("torchvision.io.decode_jpeg", tv)):
+        start = time.perf_counter()
+        for path in paths:
+            decode(path)
+        one = len(paths) / (time.perf_counter() - start)
+        with ThreadPoolExecutor(threads) as pool:
+            start = time.perf_counter()
+            list(pool.map(decode, paths))
+            many = len(paths) / (time.perf_counter() - start)
+        rows.append((name, one, many))
+    return rows
 
-    rss_rows = []
-    for n in args.rss_sizes:
-        child = subprocess.run(
-            [sys.executable, __file__, "--rss-child", str(n)],
-            capture_output=True,
-            text=True,
-            cwd=ROOT,
-            check=True,
-        )
-        result = json.loads(child.stdout.strip().splitlines()[-1])
-        rss_rows.append(
-            {"images from paths": result["n"], "peak RSS (MB)": f"{result['peak_rss_mb']:.0f}"}
-        )
-        print(rss_rows[-1], flush=True)
 
-    command = "PYTHONPATH=. python benchmarks/extraction_speed.py " + " ".join(argv or sys.argv[1:])
-    text = header("Feature-extraction speed (MobileNetV2, 224 px, penultimate features)", command)
-    text += (
-        f"- {args.n} Caltech-101 images; best of {args.repeats} runs each; baseline and "
-        f"sktransfer share torch's {torch.get_num_threads()} threads.\n"
-        "- Baseline: eval, torch.no_grad, NCHW, batch 32, PIL decoding in the loop.\n"
-        "- DeepFeatureExtractor defaults: inference_mode, channels_last, batch 16, decoding "
-        "and resizing in worker threads one batch ahead.\n\n"
-    )
-    text += (
-        markdown_table(rows)
-        + "\nPeak resident memory of a fresh process extracting from paths:\n\n"
-    )
-    text += markdown_table(rss_rows)
-    (RESULTS / "extraction_speed.md").write_text(text)
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n-images", type=int, default=192)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=os.cpu_count())
+    parser.add_argument("--out", default=str(ROOT / "benchmarks/results/extraction_speed.md"))
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    paths = caltech_paths(args.n_images)
+    arrays = as_arrays(paths)
+    eager = EagerLoop()
+
+    def extractor(engine, batch_size="auto"):
+        model = DeepFeatureExtractor(
+            "mobilenet_v2", engine=engine, cache=None, n_jobs=args.threads, batch_size=batch_size
+        )
+        model.fit(arrays[:8]).transform(arrays[:8])  # export (cached per machine) and check
+        model.fit(paths[:8]).transform(paths[:8])
+        return model
+
+    ort32 = extractor("onnxruntime", BATCH)
+    bare = BareSession(ort32, args.threads)
+    models = {
+        "torch": extractor("torch"),
+        "onnxruntime": extractor("onnxruntime"),
+        "auto": extractor("auto"),
+        "auto32": extractor("auto", BATCH),
+    }
+    rows = {
+        ("arrays", "plain eager torch loop (baseline)"): lambda: eager.from_arrays(arrays),
+        ("arrays", 'DeepFeatureExtractor engine="torch"'): lambda: models["torch"].transform(
+            arrays
+        ),
+        ("arrays", 'DeepFeatureExtractor engine="onnxruntime"'): lambda: models[
+            "onnxruntime"
+        ].transform(arrays),
+        ("arrays", 'DeepFeatureExtractor engine="auto"'): lambda: models["auto"].transform(arrays),
+        ("arrays", 'DeepFeatureExtractor engine="auto", batch_size=32'): lambda: models[
+            "auto32"
+        ].transform(arrays),
+        ("arrays", "bare ONNX Runtime session, same graph, batch 32"): lambda: bare.from_arrays(
+            arrays
+        ),
+        ("JPEG paths", "plain eager torch loop, Pillow (baseline)"): lambda: eager.from_paths(
+            paths
+        ),
+        ("JPEG paths", 'DeepFeatureExtractor engine="torch"'): lambda: models["torch"].transform(
+            paths
+        ),
+        ("JPEG paths", 'DeepFeatureExtractor engine="auto"'): lambda: models["auto"].transform(
+            paths
+        ),
+    }
+    reference = eager.from_arrays(arrays)
+    agreement = {}
+    times = {row: [] for row in rows}
+    for repeat in range(args.repeats):
+        for row, run in rows.items():
+            start = time.perf_counter()
+            features = run()
+            times[row].append(time.perf_counter() - start)
+            if row[0] == "arrays" and repeat == 0:
+                scale = np.abs(reference).max()
+                agreement[row] = float(np.abs(features - reference).max() / scale)
+        print(f"repeat {repeat + 1}: " + ", ".join(f"{t[-1]:.1f}" for t in times.values()))
+    decoders = decoder_rows(paths, args.threads)
+
+    speed = {row: len(paths) / statistics.median(t) for row, t in times.items()}
+    base = {
+        "arrays": speed[("arrays", "plain eager torch loop (baseline)")],
+        "JPEG paths": speed[("JPEG paths", "plain eager torch loop, Pillow (baseline)")],
+    }
+    bare_speed = speed[("arrays", "bare ONNX Runtime session, same graph, batch 32")]
+    lines = []
+    for (kind, name), value in speed.items():
+        vs_bare = f"{value / bare_speed:.2f}" if kind == "arrays" else ""
+        diff = f"{agreement[(kind, name)]:.1e}" if (kind, name) in agreement else ""
+        spread = ", ".join(f"{len(paths) / t:.0f}" for t in times[(kind, name)])
+        lines.append(
+            f"| {kind} | {name} | {value:.1f} ({spread}) | {value / base[kind]:.2f} | {vs_bare} "
+            f"| {diff} |"
+        )
+    decode_lines = [f"| {n} | {one:.0f} | {many:.0f} |" for n, one, many in decoders]
+    text = f"""# Extraction speed per engine (#7)
+
+Command: `PYTHONPATH=. python benchmarks/extraction_speed.py --n-images {args.n_images} \
+--repeats {args.repeats} --threads {args.threads}`
+
+Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, no GPU; shared
+with other jobs while measured, so absolute speeds are noisy: compare the ratios, measured in
+the same run, rows interleaved, median of {args.repeats} repeats. Date: \
+{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC. torch {torch.__version__}, {args.threads}
+threads everywhere (torch, ONNX Runtime, decoding).
+
+MobileNetV2 (ImageNet weights), penultimate features (1280), {len(paths)} Caltech-101 images
+(every k-th file). Arrays: decoded and resized to 224 x 224 beforehand; every row applies the
+same preprocessing (resize 256, crop 224, normalise). JPEG paths: decoding included.
+`engine="auto"` is ONNX Runtime here; batch size "auto" is 16 on a CPU.
+
+| input | run | images/s (each repeat) | x eager loop | x bare ORT | max diff vs eager / scale |
+|---|---|---:|---:|---:|---:|
+{chr(10).join(lines)}
+
+Decoders on the same {len(paths)} JPEG files (decode to a uint8 tensor only):
+
+| decoder | images/s, 1 thread | images/s, {args.threads} threads |
+|---|---:|---:|
+{chr(10).join(decode_lines)}
+"""
+    Path(args.out).write_text(text)
     print(text)
-    return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

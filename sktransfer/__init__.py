@@ -15,6 +15,8 @@ from .analysis import (
     rbf_cka,
 )
 from .backbones import Backbone, block_layers, list_backbones, list_layers, load_backbone
+from .cache import DiskCache, MemoryCache, clear_cache
+from .engines import EngineWarning
 from .extraction import DeepFeatureExtractor
 from .finetune import FineTuneClassifier
 from .images import check_images, load_image_folder
@@ -42,4 +44,8 @@ __all__ = [
     "logme_score",
     "rank_layers",
     "rbf_cka",
+    "DiskCache",
+    "MemoryCache",
+    "clear_cache",
+    "EngineWarning",
 ]

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import copy
 import os
+import threading
+from collections import OrderedDict
 from numbers import Integral
 
 import numpy as np
+import torch
 from sklearn.base import BaseEstimator, TransformerMixin, _fit_context
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.multiclass import check_classification_targets
@@ -14,10 +17,12 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 from torch import nn
 from torchvision.models._api import WeightsEnum
 
-from .activations import FrozenNetwork, extract_activations
+from .activations import FrozenNetwork, assemble, extract_statistics, forms_for
 from .analysis.scores import LAYER_SCORES as _LAYER_SCORES
-from .backbones import block_layers, load_backbone, penultimate_layer
+from .backbones import _is_path, block_layers, load_backbone, penultimate_layer
+from .cache import DiskCache, MemoryCache, get_cache, image_keys
 from .devices import available_or_cpu, resolve_device, seeded
+from .engines import ENGINES, PRECISIONS, resolve_engine
 from .images import check_images
 from .pooling import POOLINGS, pool
 
@@ -57,8 +62,28 @@ class DeepFeatureExtractor(TransformerMixin, BaseEstimator):
         "auto" takes CUDA when present, else the CPU. An explicit device that is absent
         raises.
     n_jobs : int or None, default=None
-        Threads that decode and resize images from files or PIL objects. None: the number of
-        CPU cores (at most 8).
+        Threads that decode and resize images from files or PIL objects, and ONNX Runtime's
+        threads. None: the number of CPU cores (at most 8 for decoding).
+    engine : {"auto", "torch", "onnxruntime"}, default="auto"
+        What runs the network (:mod:`sktransfer.engines`). "auto": ONNX Runtime on the CPU
+        (about 5x eager torch; the exported graph is checked against torch on first use and
+        torch runs, with an ``EngineWarning``, when it differs by more than 1e-4 relative or
+        cannot be exported), torch on CUDA. "onnxruntime" needs the ``onnxruntime`` package.
+    precision : {"float32", "bfloat16", "float16"}, default="float32"
+        Half precision runs torch under autocast (for CUDA); features change by about 1e-2
+        relative, so it is opt-in.
+    cache : "memory", path, DiskCache or None, default="memory"
+        Where per-image activation statistics are kept so that clones (the folds and
+        candidates of a grid search) and repeated calls reuse one forward pass
+        (:mod:`sktransfer.cache`). "memory": this process. A folder path (or
+        :class:`~sktransfer.cache.DiskCache`): shared with parallel workers, other processes
+        and later runs, as ``Pipeline(memory=...)``; exported ONNX graphs go there too. None:
+        no cache.
+    record_layers : list or None, default=None
+        More layers to record on each forward pass, so that a later call asking for them (a
+        search over ``layers``) is served from the cache. Entries are what ``layers`` accepts:
+        names, lists of names, or None for the penultimate layer; passing the same list as a
+        grid's ``layers`` values records all of them at once.
     layer_candidates : list of str or None, default=None
         Only with ``layers="auto"``: the layers to choose from. None: the network's blocks
         (:func:`sktransfer.block_layers`).
@@ -125,6 +150,10 @@ class DeepFeatureExtractor(TransformerMixin, BaseEstimator):
         "layer_score": [StrOptions(set(_LAYER_SCORES))],
         "verbose": ["verbose"],
         "random_state": ["random_state"],
+        "engine": [StrOptions(set(ENGINES))],
+        "precision": [StrOptions(set(PRECISIONS))],
+        "cache": [StrOptions({"memory"}), str, os.PathLike, DiskCache, MemoryCache, None],
+        "record_layers": [list, tuple, None],
     }
 
     def __init__(
@@ -141,6 +170,10 @@ class DeepFeatureExtractor(TransformerMixin, BaseEstimator):
         layer_score="logme",
         verbose=0,
         random_state=None,
+        engine="auto",
+        precision="float32",
+        cache="memory",
+        record_layers=None,
     ):
         self.backbone = backbone
         self.weights = weights
@@ -153,6 +186,10 @@ class DeepFeatureExtractor(TransformerMixin, BaseEstimator):
         self.layer_score = layer_score
         self.verbose = verbose
         self.random_state = random_state
+        self.engine = engine
+        self.precision = precision
+        self.cache = cache
+        self.record_layers = record_layers
 
     @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y=None):
@@ -185,37 +222,49 @@ class DeepFeatureExtractor(TransformerMixin, BaseEstimator):
         features : ndarray of shape (n_samples, n_features_out_), float32
         """
         selected = self._fit(X, y)
-        if selected is None:
-            return self.transform(X)
-        return selected
+        return self.transform(X) if selected is None else selected
 
     def _fit(self, X, y):
         """Fit; return the chosen layer's features when ``layers="auto"``, else None."""
         seed = _seed(self.random_state)
         self.device_ = resolve_device(self.device)
-        self.backbone_ = load_backbone(self.backbone, self.weights, random_state=seed)
+        self.engine_ = resolve_engine(self.engine, self.device_, self.precision)
+        self.backbone_ = _load_backbone(self.backbone, self.weights, seed)
         self.weights_ = self.backbone_.weights
         inputs = self._check_inputs(X, reset=True)
-        selected = None
-        if isinstance(self.layers, str) and self.layers == "auto":
-            with seeded(seed):
-                selected = self._select_layer(inputs, y)
-            self.layers_ = [next(iter(selected))]
+        auto = isinstance(self.layers, str) and self.layers == "auto"
+        if auto:
+            y = _check_selection_target(y, len(inputs))
+            self.layers_ = self._candidate_layers()
         else:
-            self.layers_ = self._resolve_layers()
+            self.layers_ = self._resolve_layers(self.layers)
             self.__dict__.pop("layer_scores_", None)
-        self.network_ = FrozenNetwork(self.backbone_, self.layers_, self.device_)
+        self.recorded_layers_ = self._resolve_recorded()
+        self.network_ = self._network()
         with seeded(seed):  # lazy modules initialise on their first batch
             batch = next(inputs[:1].batches(self.backbone_.transform, 1))
-            probe = self.network_(batch)
-        self.layer_shapes_ = {layer: tuple(probe[layer].shape[1:]) for layer in self.layers_}
+            shapes = self.network_.layer_shapes(batch)
+        self.layer_shapes_ = {layer: shapes[layer] for layer in self.layers_}
+        selected = None
+        if auto:  # every candidate from one pass (through the cache), then keep the best
+            with seeded(seed):
+                activations = self._extract(inputs)
+            score = _LAYER_SCORES[self.layer_score]
+            self.layer_scores_ = {layer: score(activations[layer], y) for layer in self.layers_}
+            best = max(self.layers_, key=self.layer_scores_.__getitem__)  # first wins ties
+            selected = activations[best]
+            self.layers_ = [best]
+            self.layer_shapes_ = {best: shapes[best]}
+            self.recorded_layers_ = self._resolve_recorded()
+            self.network_ = self._network()
         self.layer_slices_, start = {}, 0
         for layer in self.layers_:
-            width = pool(probe[layer], self.pooling).shape[1]
+            dummy = torch.zeros((1, *self.layer_shapes_[layer]))
+            width = pool(dummy, self.pooling).shape[1]
             self.layer_slices_[layer] = slice(start, start + width)
             start += width
         self.n_features_out_ = start
-        return None if selected is None else selected[self.layers_[0]]
+        return selected
 
     def transform(self, X):
         """Extract the pooled features of ``X``.
@@ -276,10 +325,10 @@ class DeepFeatureExtractor(TransformerMixin, BaseEstimator):
             self.input_kind_ = "vectors" if inputs.kind == "vectors" else "images"
         return inputs
 
-    def _resolve_layers(self) -> list[str]:
-        if self.layers is None:
+    def _resolve_layers(self, layers) -> list[str]:
+        if layers is None:
             return [penultimate_layer(self.backbone_.module)]
-        layers = [self.layers] if isinstance(self.layers, str) else list(self.layers)
+        layers = [layers] if isinstance(layers, str) else list(layers)
         if not layers or not all(isinstance(layer, str) for layer in layers):
             raise ValueError(
                 f"layers must be a node name, a non-empty list of names, or None; got "
@@ -288,28 +337,6 @@ class DeepFeatureExtractor(TransformerMixin, BaseEstimator):
         if len(set(layers)) != len(layers):
             raise ValueError(f"layers lists a layer twice: {layers}.")
         return layers
-
-    def _select_layer(self, inputs, y) -> dict[str, np.ndarray]:
-        """Score every candidate layer on (inputs, y); return the best one's features."""
-        if y is None:
-            raise ValueError(
-                "DeepFeatureExtractor with layers='auto' requires y to be passed, but the "
-                "target y is None: it picks the layer whose features best predict y. Pass the "
-                "labels to fit, or name the layers."
-            )
-        y = np.asarray(y)
-        if y.ndim != 1 or len(y) != len(inputs):
-            raise ValueError(
-                f"y must hold one label per image: shape ({len(inputs)},); got {y.shape}."
-            )
-        check_classification_targets(y)
-        candidates = self._candidate_layers()
-        network = FrozenNetwork(self.backbone_, candidates, self.device_)
-        activations = self._extract(inputs, network)
-        score = _LAYER_SCORES[self.layer_score]
-        self.layer_scores_ = {layer: score(activations[layer], y) for layer in candidates}
-        best = max(candidates, key=self.layer_scores_.__getitem__)  # first wins ties
-        return {best: activations[best]}
 
     def _candidate_layers(self) -> list[str]:
         if self.layer_candidates is None:
@@ -330,23 +357,121 @@ class DeepFeatureExtractor(TransformerMixin, BaseEstimator):
             raise ValueError(f"layer_candidates lists a layer twice: {candidates}.")
         return candidates
 
-    def _extract(self, inputs, network=None):
+    def _resolve_recorded(self) -> list[str]:
+        """``layers_`` and every layer named in ``record_layers``, each once, sorted: clones
+        asking for different layers of one search then share one tapped network."""
+        recorded = list(self.layers_)
+        for entry in self.record_layers or ():
+            try:
+                names = self._resolve_layers(entry)
+            except (ValueError, TypeError):
+                raise ValueError(
+                    f"record_layers entries must be what `layers` accepts (a name, a list of "
+                    f"names, or None for the penultimate layer); got {entry!r} in "
+                    f"{self.record_layers!r}."
+                ) from None
+            recorded += names
+        return sorted(set(recorded))
+
+    def _network(self) -> FrozenNetwork:
+        cache = get_cache(self.cache)
+        export_dir = cache.onnx_dir if isinstance(cache, DiskCache) else None
+        # Keyed by identity (weights fingerprinted for modules and random weights): clones
+        # holding equal networks share one tapped graph, its probes and its ONNX session.
+        key = (
+            self.backbone_.identity,
+            tuple(self.recorded_layers_),
+            str(self.device_),
+            self.engine_,
+            self.precision,
+            self.n_jobs,
+            str(export_dir),
+        )
+        lazy = _has_lazy(self.backbone_.module)  # identity known only once initialised
+        network = None if lazy else _NETWORKS.get(key)
+        if network is None:
+            network = FrozenNetwork(
+                self.backbone_,
+                self.recorded_layers_,
+                self.device_,
+                engine=self.engine_,
+                precision=self.precision,
+                n_threads=self.n_jobs,
+                export_dir=export_dir,
+            )
+            if not lazy:
+                _NETWORKS.put(key, network)
+        return network
+
+    def _batching(self, n_samples):
         batch_size = self.batch_size
         if batch_size == "auto":
             batch_size = 64 if self.device_.type == "cuda" else 16
         n_workers = self.n_jobs or min(8, os.cpu_count() or 1)
-        activations = extract_activations(
-            self.network_ if network is None else network,
-            inputs,
-            pooling=self.pooling,
-            batch_size=batch_size,
-            n_workers=n_workers,
-            verbose=self.verbose and len(inputs) > batch_size,
+        verbose = bool(self.verbose) and n_samples > batch_size
+        return {"batch_size": batch_size, "n_workers": n_workers, "verbose": verbose}
+
+    def _forms(self, layers) -> dict[str, tuple]:
+        return {
+            layer: forms_for(self.pooling, len(self.layer_shapes_[layer]) + 1) for layer in layers
+        }
+
+    def _extract(self, inputs) -> dict[str, np.ndarray]:
+        """Each tapped layer's pooled features, through the cache when there is one."""
+        cache = get_cache(self.cache)
+        if cache is None:
+            stats = extract_statistics(
+                self.network_, inputs, self._forms(self.layers_), **self._batching(len(inputs))
+            )
+        else:
+            stats = self._extract_cached(cache, inputs)
+        return {
+            layer: assemble(
+                {form: stats[(layer, form)] for form in self._forms([layer])[layer]},
+                self.pooling,
+                len(self.layer_shapes_[layer]) + 1,
+            )
+            for layer in self.layers_
+        }
+
+    def _extract_cached(self, cache, inputs) -> dict[tuple, np.ndarray]:
+        context = "|".join(
+            [self.network_.identity, self.engine_, self.device_.type, self.precision]
         )
-        return activations
+        keys = image_keys(inputs)
+        needed = {
+            (layer, form) for layer, forms in self._forms(self.layers_).items() for form in forms
+        }
+        found = cache.get(context, keys, needed)
+        if any(entry is None for entry in found):
+            with cache.locked(context):  # another process may be computing the same misses
+                self._fill_misses(cache, context, inputs, keys, needed, found)
+        return {item: np.stack([entry[item] for entry in found]) for item in needed}
+
+    def _fill_misses(self, cache, context, inputs, keys, needed, found) -> None:
+        missing = [i for i, entry in enumerate(found) if entry is None]
+        for i, entry in zip(missing, cache.get(context, [keys[i] for i in missing], needed)):
+            found[i] = entry
+        missing = [i for i, entry in enumerate(found) if entry is None]
+        if not missing:
+            return
+        # Record what any pooling of any recorded layer needs: the cache then serves them all.
+        recorded = {
+            layer: ("avg", "max", "flat") if self.pooling is None else ("avg", "max")
+            for layer in self.recorded_layers_
+        }
+        stats = extract_statistics(
+            self.network_, inputs.take(missing), recorded, **self._batching(len(missing))
+        )
+        entries = {}
+        for row, i in enumerate(missing):
+            entry = {item: values[row].copy() for item, values in stats.items()}
+            entries[keys[i]] = entry
+            found[i] = entry
+        cache.put(context, entries)
 
     def __getstate__(self):
-        state = dict(super().__getstate__())  # a copy: object.__getstate__ returns __dict__
+        state = dict(super().__getstate__())  # a copy: never drop the live object's network
         # The tapped graph is rebuilt on load; the network travels on the CPU so that a model
         # used on a GPU unpickles on a CPU-only machine.
         state.pop("network_", None)
@@ -363,7 +488,56 @@ class DeepFeatureExtractor(TransformerMixin, BaseEstimator):
         super().__setstate__(state)
         if "backbone_" in state:
             self.device_ = available_or_cpu(self.device_)
-            self.network_ = FrozenNetwork(self.backbone_, self.layers_, self.device_)
+            if self.device_.type != "cuda" and self.engine_ == "torch" and self.engine == "auto":
+                self.engine_ = resolve_engine(self.engine, self.device_, self.precision)
+            self.recorded_layers_ = state.get("recorded_layers_", self.layers_)
+            self.network_ = self._network()
+
+
+class _LRU:
+    """A few recently used objects (loaded backbones, tapped networks) shared by clones."""
+
+    def __init__(self, size):
+        self.size = size
+        self.items = OrderedDict()
+        self.lock = threading.Lock()
+
+    def get(self, key):
+        with self.lock:
+            value = self.items.get(key)
+            if value is not None:
+                self.items.move_to_end(key)
+            return value
+
+    def put(self, key, value):
+        with self.lock:
+            self.items[key] = value
+            while len(self.items) > self.size:
+                self.items.popitem(last=False)
+
+
+_BACKBONES = _LRU(4)
+_NETWORKS = _LRU(8)
+
+
+def _has_lazy(module: nn.Module) -> bool:
+    return any(isinstance(p, nn.parameter.UninitializedParameter) for p in module.parameters())
+
+
+def _load_backbone(backbone, weights, seed):
+    """``load_backbone``, memoised for named networks with reproducible weights: the clones
+    of a grid search share one loaded network instead of reading the weights 100 times."""
+    reusable = isinstance(backbone, str) and (
+        (weights is not None and not _is_path(weights)) or (weights is None and seed is not None)
+    )
+    if not reusable:
+        return load_backbone(backbone, weights, random_state=seed)
+    key = (backbone, str(weights), seed)
+    loaded = _BACKBONES.get(key)
+    if loaded is None:
+        loaded = load_backbone(backbone, weights, random_state=seed)
+        _BACKBONES.put(key, loaded)
+    return loaded
 
 
 def _seed(random_state):
@@ -372,3 +546,17 @@ def _seed(random_state):
     if isinstance(random_state, Integral):
         return int(random_state)
     return int(np.random.RandomState(random_state).randint(2**31 - 1))
+
+
+def _check_selection_target(y, n_samples):
+    if y is None:
+        raise ValueError(
+            "DeepFeatureExtractor with layers='auto' requires y to be passed, but the "
+            "target y is None: it picks the layer whose features best predict y. Pass the "
+            "labels to fit, or name the layers."
+        )
+    y = np.asarray(y)
+    if y.ndim != 1 or len(y) != n_samples:
+        raise ValueError(f"y must hold one label per image: shape ({n_samples},); got {y.shape}.")
+    check_classification_targets(y)
+    return y

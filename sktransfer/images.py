@@ -22,6 +22,10 @@ from torchvision.transforms.functional import pil_to_tensor
 
 __all__ = ["ImageInputs", "check_images", "load_image_folder", "IMAGE_EXTENSIONS"]
 
+warnings.filterwarnings(
+    "ignore", message="The image decoding and encoding capabilities of TorchVision are deprecated"
+)
+
 IMAGE_EXTENSIONS = frozenset(
     ext.lower() for ext, fmt in Image.registered_extensions().items() if fmt in Image.OPEN
 )
@@ -139,6 +143,9 @@ def _to_rgb(tensor: torch.Tensor, channel_dim: int) -> torch.Tensor:
 def _item_to_tensor(item, index: int) -> torch.Tensor:
     """Decode one sample to a (3, H, W) uint8 or float tensor."""
     if isinstance(item, str | os.PathLike):
+        fast = _decode_jpeg(item)
+        if fast is not None:
+            return fast
         try:
             with Image.open(item) as image:
                 image = image.convert("RGB")
@@ -164,6 +171,29 @@ def _item_to_tensor(item, index: int) -> torch.Tensor:
     else:
         array = array.astype(np.float32)
     return _to_rgb(torch.from_numpy(np.ascontiguousarray(array)).permute(2, 0, 1), 0)
+
+
+def _decode_jpeg(path) -> torch.Tensor | None:
+    """A JPEG file through torchvision's libjpeg-turbo decoder, or None to use Pillow.
+
+    About 2x faster than Pillow here (1.4 vs 2.8 ms for a Caltech-101 image) and pixel-identical
+    to ``Image.convert("RGB")`` for RGB and grayscale files (checked on 1,016 Caltech-101
+    files); CMYK and anything it cannot read go to Pillow, whose conversions stay the reference.
+    """
+    if not str(path).lower().endswith((".jpg", ".jpeg")):
+        return None
+    from torchvision.io import ImageReadMode, decode_jpeg, read_file
+
+    # torchvision 0.29 deprecates its decoders in favour of torchcodec (not a dependency here);
+    # the warning is silenced by message only, at import of this module (catch_warnings is not
+    # thread-safe and decoding runs in threads).
+    try:
+        image = decode_jpeg(read_file(os.fspath(path)), mode=ImageReadMode.UNCHANGED)
+    except (RuntimeError, OSError, ValueError):
+        return None
+    if image.ndim != 3 or image.shape[0] not in (1, 3):
+        return None
+    return _to_rgb(image, channel_dim=0)
 
 
 def _check_values(array: np.ndarray, what: str) -> None:

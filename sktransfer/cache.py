@@ -1,0 +1,413 @@
+"""Activation cache: a frozen network's per-image statistics, computed once and shared.
+
+A grid search over layers and poolings re-runs the same frozen network on the same images in
+every fold and for every candidate. The cache stores, for each image, what pooling needs
+(per-layer average and maximum over the spatial positions, a layer's vector, or its flattened
+map), so pooling and everything after it vary freely on top of one forward pass.
+
+Keys
+    A *context* names what determines the numbers apart from the image: the backbone's
+    identity (architecture, weights, preprocessing; :attr:`Backbone.identity`), the engine,
+    device type and precision. Each *image key* is exact and cheap: the SHA-256 of an array
+    image's bytes with its dtype and shape (hardware-accelerated, about 0.5 ms per megabyte;
+    arrays are never pickled), or a file's real path, size and modification time. An entry is
+    the dictionary ``{(layer, form): row}`` of one image; a lookup hits only when every
+    ``(layer, form)`` asked for is present.
+
+Where
+    :class:`MemoryCache`: within the process (the default, shared by every clone of an
+    extractor, hence across folds and candidates of a search). :class:`DiskCache`: a folder
+    shared by processes, parallel workers and later runs, with a memory front. Disk entries are
+    written to a temporary file and renamed into place (atomic), carry a SHA-256 of their
+    payload and are recomputed when the check fails (a killed writer, a full disk).
+
+Bounds
+    Least recently used entries are evicted once a cache exceeds ``max_bytes`` (memory:
+    ``SKTRANSFER_CACHE_MEMORY_BYTES``, default 1 GiB; disk: ``SKTRANSFER_CACHE_DISK_BYTES``,
+    default 10 GiB). :func:`clear_cache` empties one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import struct
+import tempfile
+import threading
+from collections import OrderedDict
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from .images import ImageInputs
+
+__all__ = [
+    "MemoryCache",
+    "DiskCache",
+    "get_cache",
+    "clear_cache",
+    "image_keys",
+    "default_cache_dir",
+]
+
+_FORMAT = 1  # bump when the meaning of entries changes: old entries are then never read
+_MAGIC = b"SKTACT01"
+_HEADER = struct.Struct("<8s32sQ")  # magic, sha256 of payload, payload length
+
+
+def _env_bytes(name: str, default: int) -> int:
+    value = os.environ.get(name)
+    if not value:
+        return default
+    try:
+        return int(float(value))
+    except ValueError:
+        raise ValueError(
+            f"Environment variable {name}={value!r} must be a number of bytes, e.g. 2e9."
+        ) from None
+
+
+def default_cache_dir() -> Path:
+    """``$SKTRANSFER_CACHE_DIR``, else ``$XDG_CACHE_HOME/sktransfer`` (``~/.cache/sktransfer``)."""
+    if os.environ.get("SKTRANSFER_CACHE_DIR"):
+        return Path(os.environ["SKTRANSFER_CACHE_DIR"])
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "sktransfer"
+
+
+# --------------------------------------------------------------------------- image keys
+
+
+def _array_key(array: np.ndarray, channels_first: bool = False) -> str:
+    array = np.ascontiguousarray(array)
+    digest = hashlib.sha256(f"{array.dtype.str}{array.shape}{channels_first}".encode())
+    digest.update(memoryview(array).cast("B"))
+    return digest.hexdigest()[:40]
+
+
+def _item_key(item) -> str:
+    if isinstance(item, str | os.PathLike):
+        path = os.path.realpath(item)
+        try:
+            stat = os.stat(path)
+        except OSError:
+            return f"missing:{path}"  # decoding will raise the clear error
+        return f"file:{path}:{stat.st_size}:{stat.st_mtime_ns}"
+    if isinstance(item, Image.Image):
+        digest = hashlib.sha256(f"pil{item.mode}{item.size}".encode())
+        digest.update(item.tobytes())
+        return digest.hexdigest()[:40]
+    return _array_key(np.asarray(item))
+
+
+def image_keys(inputs: ImageInputs) -> list[str]:
+    """One exact, cheap key per sample of ``inputs`` (see the module docstring)."""
+    if inputs.kind == "items":
+        return [_item_key(item) for item in inputs.items]
+    data = inputs.items
+    channels_first = inputs._channels_first
+    return [f"{inputs.kind}:{_array_key(data[i], channels_first)}" for i in range(len(data))]
+
+
+def _entry_nbytes(entry: dict) -> int:
+    return sum(row.nbytes for row in entry.values()) + 64 * len(entry)
+
+
+# --------------------------------------------------------------------------- memory
+
+
+class MemoryCache:
+    """Per-image entries in this process's memory, least recently used evicted first.
+
+    Parameters
+    ----------
+    max_bytes : int, optional
+        Bound on the entries' size; default ``$SKTRANSFER_CACHE_MEMORY_BYTES`` or 1 GiB.
+    """
+
+    def __init__(self, max_bytes: int | None = None):
+        self.max_bytes = _env_bytes("SKTRANSFER_CACHE_MEMORY_BYTES", 2**30)
+        if max_bytes is not None:
+            self.max_bytes = int(max_bytes)
+        self._entries: OrderedDict[tuple[str, str], dict] = OrderedDict()
+        self.nbytes = 0
+        self._lock = threading.Lock()
+
+    def __repr__(self):
+        return f"MemoryCache(entries={len(self._entries)}, nbytes={self.nbytes})"
+
+    def get(self, context: str, keys: list[str], needed: set) -> list[dict | None]:
+        """The entry of each key that holds every ``(layer, form)`` in ``needed``, else None."""
+        found = []
+        with self._lock:
+            for key in keys:
+                entry = self._entries.get((context, key))
+                if entry is not None and needed <= entry.keys():
+                    self._entries.move_to_end((context, key))
+                    found.append(entry)
+                else:
+                    found.append(None)
+        return found
+
+    def put(self, context: str, entries: dict[str, dict]) -> None:
+        """Store (merge into existing) entries, then evict down to ``max_bytes``."""
+        with self._lock:
+            for key, entry in entries.items():
+                old = self._entries.pop((context, key), None)
+                if old is not None:
+                    self.nbytes -= _entry_nbytes(old)
+                    entry = {**old, **entry}
+                size = _entry_nbytes(entry)
+                if size > self.max_bytes:
+                    continue
+                self._entries[(context, key)] = entry
+                self.nbytes += size
+            while self.nbytes > self.max_bytes and self._entries:
+                _, evicted = self._entries.popitem(last=False)
+                self.nbytes -= _entry_nbytes(evicted)
+
+    def peek(self, context: str, key: str) -> dict | None:
+        with self._lock:
+            return self._entries.get((context, key))
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+            self.nbytes = 0
+
+    @contextlib.contextmanager
+    def locked(self, context: str):
+        """Serialise computing one context's misses (threads of one process)."""
+        yield
+
+
+# --------------------------------------------------------------------------- disk
+
+
+class DiskCache:
+    """Per-image entries in a folder shared by processes, with a memory front.
+
+    Parameters
+    ----------
+    path : str or path-like
+        The folder (created when missing). Entries are files
+        ``<path>/activations/<context hash>/<image key hash>.act``; exported ONNX graphs go to
+        ``<path>/onnx``.
+    max_bytes : int, optional
+        Bound on the entries' total size on disk; default ``$SKTRANSFER_CACHE_DISK_BYTES`` or
+        10 GiB. When a write exceeds it, the files least recently used (modification time,
+        refreshed on each read) are deleted until 80 % of the bound remains.
+
+    Notes
+    -----
+    Safe for concurrent writers: each writes a private temporary file and renames it into
+    place, so a reader sees a whole old or a whole new file; every file carries the SHA-256
+    of its payload and a file that fails the check is deleted and recomputed. Processes that
+    miss the same context wait for each other (a lock file) so the first computes and the
+    others read its results.
+    """
+
+    def __init__(self, path, max_bytes: int | None = None):
+        self.path = Path(path).expanduser().resolve()
+        self.max_bytes = _env_bytes("SKTRANSFER_CACHE_DISK_BYTES", 10 * 2**30)
+        if max_bytes is not None:
+            self.max_bytes = int(max_bytes)
+        self.front = MemoryCache()
+        self.corrupt_files = 0  # entries found damaged and recomputed, for tests and reports
+
+    def __repr__(self):
+        return f"DiskCache({str(self.path)!r}, max_bytes={self.max_bytes})"
+
+    # A DiskCache is a handle on a folder: clones and pickles share it, never copy entries.
+    def __deepcopy__(self, memo):
+        return self
+
+    def __reduce__(self):
+        return (get_cache, (str(self.path), self.max_bytes))
+
+    @property
+    def onnx_dir(self) -> Path:
+        return self.path / "onnx"
+
+    def _context_dir(self, context: str) -> Path:
+        name = hashlib.sha256(f"{_FORMAT}|{context}".encode()).hexdigest()[:32]
+        return self.path / "activations" / name
+
+    def _file(self, context_dir: Path, key: str) -> Path:
+        return context_dir / (hashlib.sha256(key.encode()).hexdigest()[:40] + ".act")
+
+    def get(self, context: str, keys: list[str], needed: set) -> list[dict | None]:
+        found = self.front.get(context, keys, needed)
+        context_dir = self._context_dir(context)
+        loaded = {}
+        for i, key in enumerate(keys):
+            if found[i] is not None:
+                continue
+            entry = self._read(self._file(context_dir, key))
+            if entry is not None:
+                loaded[key] = entry
+                if needed <= entry.keys():
+                    found[i] = entry
+        if loaded:
+            self.front.put(context, loaded)
+        return found
+
+    def put(self, context: str, entries: dict[str, dict]) -> None:
+        self.front.put(context, entries)
+        context_dir = self._context_dir(context)
+        context_dir.mkdir(parents=True, exist_ok=True)
+        for key, entry in entries.items():
+            merged = self.front.peek(context, key) or entry  # the union of what is known
+            _write_atomic(self._file(context_dir, key), _encode(merged))
+        self._enforce_bound()
+
+    def _read(self, file: Path) -> dict | None:
+        try:
+            data = file.read_bytes()
+        except FileNotFoundError:
+            return None
+        entry = _decode(data)
+        if entry is None:
+            self.corrupt_files += 1
+            with contextlib.suppress(OSError):
+                file.unlink()
+            return None
+        with contextlib.suppress(OSError):
+            os.utime(file)  # least-recently-used bookkeeping
+        return entry
+
+    def _enforce_bound(self) -> None:
+        files = []
+        total = 0
+        root = self.path / "activations"
+        if not root.is_dir():
+            return
+        for directory in os.scandir(root):
+            if not directory.is_dir():
+                continue
+            for file in os.scandir(directory.path):
+                try:
+                    stat = file.stat()
+                except OSError:
+                    continue
+                files.append((stat.st_mtime_ns, stat.st_size, file.path))
+                total += stat.st_size
+        if total <= self.max_bytes:
+            return
+        for _, size, path in sorted(files):
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+                total -= size
+            if total <= 0.8 * self.max_bytes:
+                break
+
+    @contextlib.contextmanager
+    def locked(self, context: str):
+        """Hold an exclusive lock on one context across processes (POSIX ``flock``)."""
+        try:
+            import fcntl
+        except ImportError:  # Windows: no cross-process wait, writes stay atomic
+            yield
+            return
+        context_dir = self._context_dir(context)
+        context_dir.mkdir(parents=True, exist_ok=True)
+        with open(context_dir.with_suffix(".lock"), "a+b") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+    def clear(self) -> None:
+        """Delete every entry and exported graph of this folder, and the memory front."""
+        import shutil
+
+        self.front.clear()
+        for sub in ("activations", "onnx"):
+            shutil.rmtree(self.path / sub, ignore_errors=True)
+
+
+def _encode(entry: dict) -> bytes:
+    names, chunks = {}, []
+    for (layer, form), row in entry.items():
+        row = np.ascontiguousarray(row, dtype=np.float32)
+        names[f"{layer}\t{form}"] = list(row.shape)
+        chunks.append(row.tobytes())
+    header = json.dumps(names).encode()
+    payload = struct.pack("<I", len(header)) + header + b"".join(chunks)
+    return _HEADER.pack(_MAGIC, hashlib.sha256(payload).digest(), len(payload)) + payload
+
+
+def _decode(data: bytes) -> dict | None:
+    """The entry in ``data``, or None when it is truncated, damaged or of another format."""
+    if len(data) < _HEADER.size:
+        return None
+    magic, digest, length = _HEADER.unpack_from(data)
+    payload = data[_HEADER.size :]
+    if magic != _MAGIC or len(payload) != length or hashlib.sha256(payload).digest() != digest:
+        return None
+    (header_length,) = struct.unpack_from("<I", payload)
+    names = json.loads(payload[4 : 4 + header_length])
+    offset = 4 + header_length
+    entry = {}
+    for name, shape in names.items():
+        count = int(np.prod(shape))
+        row = np.frombuffer(payload, np.float32, count, offset).reshape(shape)
+        offset += 4 * count
+        layer, form = name.split("\t")
+        entry[(layer, form)] = row
+    return entry
+
+
+def _write_atomic(file: Path, data: bytes) -> None:
+    """Write a private temporary file, then rename it over ``file`` (atomic on POSIX)."""
+    handle, temporary = tempfile.mkstemp(dir=file.parent, prefix=".tmp-", suffix=file.suffix)
+    try:
+        with os.fdopen(handle, "wb") as out:
+            out.write(data)
+        os.replace(temporary, file)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        raise
+
+
+# --------------------------------------------------------------------------- registry
+
+_MEMORY = MemoryCache()
+_DISK: dict[str, DiskCache] = {}
+_REGISTRY_LOCK = threading.Lock()
+
+
+def get_cache(cache, max_bytes: int | None = None):
+    """The process-wide cache for a ``cache`` parameter value.
+
+    ``"memory"``: this process's :class:`MemoryCache`. A path: the :class:`DiskCache` of that
+    folder (one handle per folder per process). A cache object is returned as is; None too.
+    """
+    if cache is None or isinstance(cache, MemoryCache | DiskCache):
+        return cache
+    if cache == "memory":
+        return _MEMORY
+    path = str(Path(cache).expanduser().resolve())
+    with _REGISTRY_LOCK:
+        disk = _DISK.get(path)
+        if disk is None:
+            disk = _DISK[path] = DiskCache(path, max_bytes)
+        elif max_bytes is not None:
+            disk.max_bytes = int(max_bytes)
+        return disk
+
+
+def clear_cache(cache="memory") -> None:
+    """Empty a cache: ``"memory"`` (this process's), or a disk cache folder (path or object).
+
+    Examples
+    --------
+    >>> from sktransfer.cache import clear_cache
+    >>> clear_cache("memory")
+    """
+    get_cache(cache).clear()

@@ -1,0 +1,363 @@
+"""Engines: what runs a frozen, tapped network on a batch.
+
+``engine="torch"`` runs the torchvision-tapped graph eagerly in inference mode (channels_last
+for convolutions; on CUDA an opt-in bfloat16/float16 autocast). ``engine="onnxruntime"``
+exports the same graph, with the per-layer statistics (average, maximum, flattened map)
+computed inside it, through ``torch.onnx.export(..., dynamo=False)`` with a dynamic batch
+size, and runs it in an ONNX Runtime session: about 5x eager torch on a CPU (MobileNetV2).
+``engine="auto"`` takes ONNX Runtime on the CPU and torch on CUDA.
+
+Exported graphs are cached on disk (``<cache dir>/onnx/<key>.onnx.skt``), keyed by the
+network's identity (architecture, weights, preprocessing), the layers and statistics, the input
+shape and the torch/opset versions; each file carries a SHA-256 of its bytes, and a damaged one
+is rejected and re-exported. A graph's first use in a process is checked against torch on up
+to 4 images: a relative difference above :data:`TOLERANCE` falls back to torch with an
+:class:`EngineWarning` that says why, and so does a failed export (naming the operator). The
+numbers never change silently.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import hashlib
+import io
+import os
+import re
+import threading
+import warnings
+from collections import OrderedDict
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+__all__ = ["ENGINES", "TOLERANCE", "EngineWarning", "resolve_engine", "statistic"]
+
+ENGINES = ("auto", "torch", "onnxruntime")
+PRECISIONS = ("float32", "bfloat16", "float16")
+#: Largest accepted difference between an exported graph and torch, relative to the largest
+#: magnitude of torch's output (measured on MobileNetV2: about 2e-5).
+TOLERANCE = 1e-4
+_OPSET = 17
+_MAGIC = b"SKTONNX1"
+
+
+class EngineWarning(UserWarning):
+    """An engine was asked for but another one runs, and why."""
+
+
+def onnxruntime_available() -> bool:
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def resolve_engine(engine: str, device: torch.device, precision: str = "float32") -> str:
+    """Turn ``engine`` into ``"torch"`` or ``"onnxruntime"``, or raise a clear error."""
+    if engine not in ENGINES:
+        raise ValueError(f"engine must be one of {ENGINES}; got {engine!r}.")
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}; got {precision!r}.")
+    if engine == "torch":
+        return "torch"
+    if engine == "onnxruntime":
+        if not onnxruntime_available():
+            raise ImportError(
+                "engine='onnxruntime' needs the onnxruntime package, which is not installed. "
+                "Install it with `pip install onnxruntime onnx` (or `pip install "
+                "sktransfer[onnx]`), or pass engine='torch' or engine='auto'."
+            )
+        if device.type != "cpu":
+            raise ValueError(
+                f"engine='onnxruntime' runs on the CPU only here, but device={device.type!r}. "
+                "Pass device='cpu', or engine='auto' (torch on CUDA)."
+            )
+        if precision != "float32":
+            raise ValueError(
+                f"engine='onnxruntime' computes in float32; precision={precision!r} is a torch "
+                "option. Pass engine='torch' (or 'auto' on CUDA) for half precision."
+            )
+        return "onnxruntime"
+    if device.type != "cpu" or precision != "float32":
+        return "torch"
+    if not onnxruntime_available():
+        _warn_once(
+            "no-ort",
+            "engine='auto' runs torch on the CPU because onnxruntime is not installed; "
+            "`pip install onnxruntime onnx` makes CPU extraction about 5x faster.",
+        )
+        return "torch"
+    return "onnxruntime"
+
+
+_WARNED: set = set()
+
+
+def _warn_once(key, message):
+    if key not in _WARNED:
+        _WARNED.add(key)
+        warnings.warn(message, EngineWarning, stacklevel=4)
+
+
+# --------------------------------------------------------------------------- statistics
+
+
+def statistic(activation: torch.Tensor, form: str) -> torch.Tensor:
+    """One (N, F) statistic of a batch of activations.
+
+    ``"vec"``: a layer that is already (N, F). ``"avg"`` / ``"max"``: the mean / maximum over
+    spatial positions (N, C, H, W) or tokens (N, T, D). ``"flat"``: the flattened map.
+    Together they give every pooling of :func:`sktransfer.pooling.pool` exactly.
+    """
+    if form == "vec" or activation.ndim == 2:
+        return activation
+    if form == "flat":
+        return activation.flatten(1)
+    dims = (1,) if activation.ndim == 3 else tuple(range(2, activation.ndim))
+    if form == "avg":
+        return activation.mean(dim=dims)
+    if form == "max":
+        return activation.amax(dim=dims)
+    raise ValueError(f"Unknown statistic {form!r}: use 'vec', 'avg', 'max' or 'flat'.")
+
+
+class StatisticsGraph(nn.Module):
+    """A tapped graph followed by the statistics in ``spec`` (a list of (layer, form))."""
+
+    def __init__(self, graph: nn.Module, spec: list[tuple[str, str]]):
+        super().__init__()
+        self.graph = graph
+        self.spec = list(spec)
+
+    def forward(self, images):
+        activations = self.graph(images)
+        return tuple(statistic(activations[layer], form) for layer, form in self.spec)
+
+
+# --------------------------------------------------------------------------- torch
+
+
+class TorchEngine:
+    """Eager torch: inference mode, channels_last for convolutions, optional autocast."""
+
+    name = "torch"
+
+    def __init__(self, graph: nn.Module, device: torch.device, precision: str = "float32"):
+        self.graph = graph
+        self.device = device
+        self.precision = precision
+        self.channels_last = any(isinstance(m, nn.Conv2d) for m in graph.modules())
+
+    def activations(self, batch: torch.Tensor) -> dict[str, torch.Tensor]:
+        with torch.inference_mode():
+            batch = batch.to(self.device, non_blocking=True)
+            if self.channels_last and batch.ndim == 4:
+                batch = batch.contiguous(memory_format=torch.channels_last)
+            if self.precision == "float32":
+                return self.graph(batch)
+            dtype = getattr(torch, self.precision)
+            with torch.autocast(self.device.type, dtype=dtype):
+                return self.graph(batch)
+
+    def run(self, batch: torch.Tensor, spec) -> list[np.ndarray]:
+        activations = self.activations(batch)
+        with torch.inference_mode():
+            return [
+                statistic(activations[layer], form).float().cpu().numpy() for layer, form in spec
+            ]
+
+
+# --------------------------------------------------------------------------- onnxruntime
+
+
+class OnnxRuntimeEngine:
+    """An ONNX Runtime CPU session on the exported statistics graph."""
+
+    name = "onnxruntime"
+
+    def __init__(self, session, file=None):
+        self.session = session
+        self.file = file  # the cached exported graph it was loaded from
+        self.input_name = session.get_inputs()[0].name
+
+    def run(self, batch: torch.Tensor, spec=None) -> list[np.ndarray]:
+        array = batch.detach().cpu().contiguous().numpy().astype(np.float32, copy=False)
+        return self.session.run(None, {self.input_name: array})
+
+
+_SESSIONS: OrderedDict = OrderedDict()  # key -> OnnxRuntimeEngine or the fallback's reason
+_SESSIONS_LOCK = threading.Lock()
+_MAX_SESSIONS = 4
+
+
+def export_key(identity: str, layers, spec, input_shape) -> str:
+    """What an exported graph depends on, hashed: the same key means the same file."""
+    text = "|".join(
+        [identity, ",".join(layers), repr(list(spec)), repr(tuple(input_shape)), torch.__version__]
+        + [f"opset{_OPSET}"]
+    )
+    return hashlib.sha256(text.encode()).hexdigest()[:40]
+
+
+def onnx_engine(
+    torch_engine: TorchEngine,
+    *,
+    key: str,
+    spec,
+    sample: torch.Tensor,
+    n_threads: int,
+    export_dir: Path,
+    what: str,
+):
+    """An :class:`OnnxRuntimeEngine` checked against torch on ``sample``, or None after an
+    :class:`EngineWarning` saying why torch runs instead (export failure, mismatch)."""
+    with _SESSIONS_LOCK:
+        known = _SESSIONS.get((key, n_threads))
+        if known is not None:
+            _SESSIONS.move_to_end((key, n_threads))
+            return known if isinstance(known, OnnxRuntimeEngine) else None
+    engine, reason = _build_checked(torch_engine, key, spec, sample, n_threads, export_dir)
+    if engine is None:
+        warnings.warn(
+            f"engine='onnxruntime' cannot run {what}: {reason} Running torch instead; the "
+            "features are torch's. Pass engine='torch' to choose it explicitly.",
+            EngineWarning,
+            stacklevel=4,
+        )
+    with _SESSIONS_LOCK:
+        _SESSIONS[(key, n_threads)] = engine if engine is not None else reason
+        while len(_SESSIONS) > _MAX_SESSIONS:
+            _SESSIONS.popitem(last=False)
+    return engine
+
+
+def _build_checked(torch_engine, key, spec, sample, n_threads, export_dir):
+    file = Path(export_dir) / f"{key}.onnx.skt"
+    model = _read_export(file)
+    if model is None:
+        try:
+            model = export_onnx(torch_engine.graph, spec, sample)
+        except Exception as exc:  # the exporter raises many types; all mean "cannot export"
+            return None, f"the ONNX export failed{_operator_of(exc)} ({type(exc).__name__}: " + (
+                f"{_first_line(exc)})."
+            )
+        with contextlib.suppress(OSError):  # a read-only cache only costs the next export
+            _write_export(file, model)
+    try:
+        session = _session(model, n_threads)
+    except Exception as exc:
+        return None, f"ONNX Runtime could not load the exported graph ({_first_line(exc)})."
+    engine = OnnxRuntimeEngine(session, file)
+    expected = torch_engine.run(sample, spec)
+    got = engine.run(sample, spec)
+    for (layer, form), want, have in zip(spec, expected, got):
+        scale = max(float(np.abs(want).max()), 1e-12)
+        error = float(np.abs(want - have).max()) / scale
+        if not np.isfinite(error) or error > TOLERANCE:
+            return None, (
+                f"its output {layer!r} ({form}) differs from torch's by {error:.2e} relative to "
+                f"its scale on {len(sample)} images, above the tolerance {TOLERANCE:g}."
+            )
+    return engine, None
+
+
+def export_onnx(graph: nn.Module, spec, sample: torch.Tensor) -> bytes:
+    """Export ``graph`` with the statistics of ``spec`` to ONNX bytes, dynamic batch size."""
+    # A copy: moving to the CPU and the default memory format must not touch the torch graph.
+    module = StatisticsGraph(copy.deepcopy(graph), spec).eval().cpu()
+    module = module.to(memory_format=torch.contiguous_format)
+    names = [f"out{i}" for i in range(len(spec))]
+    buffer = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # tracer warnings about Python values; checked below
+        torch.onnx.export(
+            module,
+            (sample[:2].float().cpu().contiguous(),),
+            buffer,
+            dynamo=False,
+            input_names=["images"],
+            output_names=names,
+            dynamic_axes={name: {0: "batch"} for name in ["images", *names]},
+            opset_version=_OPSET,
+        )
+    return buffer.getvalue()
+
+
+def _session(model: bytes, n_threads: int):
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = max(1, int(n_threads))
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.log_severity_level = 3
+    return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+
+
+def _read_export(file: Path) -> bytes | None:
+    """The exported graph in ``file``, or None when absent or damaged (then deleted)."""
+    try:
+        data = file.read_bytes()
+    except OSError:
+        return None
+    header = len(_MAGIC) + 32
+    if (
+        len(data) > header
+        and data[: len(_MAGIC)] == _MAGIC
+        and hashlib.sha256(data[header:]).digest() == data[len(_MAGIC) : header]
+    ):
+        with contextlib.suppress(OSError):
+            os.utime(file)  # least recently used bookkeeping
+        return data[header:]
+    with contextlib.suppress(OSError):
+        file.unlink()
+    return None
+
+
+def _write_export(file: Path, model: bytes) -> None:
+    """Store an exported graph; then keep the folder under ``$SKTRANSFER_CACHE_ONNX_BYTES``
+    (default 2 GiB) by deleting the least recently used graphs (random-weight networks each
+    export their own)."""
+    from .cache import _env_bytes, _write_atomic
+
+    file.parent.mkdir(parents=True, exist_ok=True)
+    _write_atomic(file, _MAGIC + hashlib.sha256(model).digest() + model)
+    bound = _env_bytes("SKTRANSFER_CACHE_ONNX_BYTES", 2 * 2**30)
+    graphs = []
+    for other in file.parent.glob("*.onnx.skt"):
+        with contextlib.suppress(OSError):
+            stat = other.stat()
+            graphs.append((stat.st_mtime_ns, stat.st_size, other))
+    total = sum(size for _, size, _ in graphs)
+    for _, size, other in sorted(graphs):
+        if total <= bound or other == file:
+            break
+        with contextlib.suppress(OSError):
+            other.unlink()
+            total -= size
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0][:300] if text else type(exc).__name__
+
+
+def _operator_of(exc: Exception) -> str:
+    text = str(exc)
+    match = re.search(r"operator '?([\w.]+::[\w.]+)'?", text) or re.search(
+        r"([a-z_]+::[\w.]+)", text
+    )
+    if match:
+        return f" at operator {match.group(1)!r}"
+    match = re.search(r"Python operator (\w+)", text)
+    return f" at the custom operator {match.group(1)!r}" if match else ""
+
+
+def default_threads(n_jobs) -> int:
+    """Intra-op threads: ``n_jobs`` when given, else the machine's cores."""
+    return int(n_jobs) if n_jobs else (os.cpu_count() or 1)

@@ -1,0 +1,263 @@
+"""The activation cache: hits and misses counted in forward passes, exactness, invalidation,
+damaged files, bounds."""
+
+import os
+import threading
+
+import numpy as np
+import pytest
+import torch
+from sklearn.base import clone
+from sklearn.linear_model import RidgeClassifier
+from sklearn.model_selection import GridSearchCV
+from sklearn.pipeline import Pipeline
+from torch import nn
+
+from sktransfer import DeepFeatureExtractor, activations, extraction
+from sktransfer.activations import FORWARD_COUNTS
+from sktransfer.cache import (
+    DiskCache,
+    MemoryCache,
+    _decode,
+    _encode,
+    _write_atomic,
+    clear_cache,
+    get_cache,
+    image_keys,
+)
+from sktransfer.images import check_images
+
+
+@pytest.fixture(autouse=True)
+def _isolated_caches(tmp_path, monkeypatch):
+    monkeypatch.setenv("SKTRANSFER_CACHE_DIR", str(tmp_path / "user-cache"))
+    # Every test starts with nothing probed and no shared network.
+    monkeypatch.setattr(activations, "_SHAPES", {})
+    monkeypatch.setattr(extraction, "_NETWORKS", extraction._LRU(8))
+    clear_cache("memory")
+    yield
+    clear_cache("memory")
+
+
+def tiny_cnn(seed=0):
+    torch.manual_seed(seed)
+    return nn.Sequential(
+        nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Conv2d(4, 6, 3), nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(6, 2),
+    )  # fmt: skip
+
+
+def images(n=12, seed=0):
+    rng = np.random.default_rng(seed)
+    return rng.random((n, 16, 16, 3), dtype=np.float32)
+
+
+def forward_images():
+    return FORWARD_COUNTS["images"]
+
+
+def extractor(module=None, **params):
+    params = {"layers": ["1", "3"], "pooling": "avg", "engine": "torch", **params}
+    return DeepFeatureExtractor(module if module is not None else tiny_cnn(), **params)
+
+
+def test_clones_folds_poolings_and_recorded_layers_hit():
+    X = images()
+    first = extractor(record_layers=["5"])
+    before = forward_images()
+    features = first.fit_transform(X)
+    assert forward_images() - before == len(X) + 1  # one probe, one pass over the images
+
+    before = forward_images()
+    np.testing.assert_array_equal(clone(first).fit_transform(X), features)
+    clone(first).fit(X[:8]).transform(X[8:])  # a fold: subsets of the same images
+    clone(first).set_params(pooling="avgmax").fit_transform(X)
+    clone(first).set_params(pooling="max", layers="5").fit(X).transform(X)
+    assert forward_images() - before == 0
+
+    fresh = images(3, seed=1)
+    before = forward_images()
+    clone(first).fit(X).transform(np.concatenate([X[:4], fresh]))
+    assert forward_images() - before == len(fresh)  # only the misses are computed
+
+
+def test_cached_features_identical_to_uncached():
+    X = images()
+    for pooling in ("avg", "max", "avgmax", None):
+        uncached = extractor(pooling=pooling, cache=None).fit_transform(X)
+        cached = extractor(pooling=pooling).fit(X)
+        np.testing.assert_array_equal(cached.transform(X), uncached)  # miss
+        np.testing.assert_array_equal(cached.transform(X), uncached)  # hit
+
+
+def test_changed_weights_miss():
+    X = images()
+    extractor(tiny_cnn(0)).fit_transform(X)
+    before = forward_images()
+    extractor(tiny_cnn(1)).fit_transform(X)
+    assert forward_images() - before == len(X) + 1
+
+
+def test_changed_preprocessing_misses(monkeypatch):
+    from sktransfer.backbones import load_backbone
+
+    class Scale:
+        def __init__(self, factor):
+            self.factor = factor
+
+        def __call__(self, batch):
+            return batch.float() * self.factor
+
+        def __repr__(self):
+            return f"Scale({self.factor})"
+
+    def loader(factor):
+        def load(backbone, weights, seed):
+            loaded = load_backbone(backbone, weights, random_state=seed)
+            loaded.transform = Scale(factor)
+            return loaded
+
+        return load
+
+    X = images()
+    monkeypatch.setattr(extraction, "_load_backbone", loader(1.0))
+    one = extractor().fit_transform(X)
+    monkeypatch.setattr(extraction, "_load_backbone", loader(0.5))
+    before = forward_images()
+    half = extractor().fit_transform(X)
+    assert forward_images() - before == len(X) + 1
+    assert not np.array_equal(one, half)
+
+
+def test_input_dtype_and_size_never_share_an_entry():
+    X = images(4)
+    as_uint8 = (X * 255).astype(np.uint8)
+    keys = set(image_keys(check_images(X)))
+    assert keys.isdisjoint(image_keys(check_images(as_uint8)))
+    assert keys.isdisjoint(image_keys(check_images(X[:, :15, :15])))
+    assert len(keys) == 4
+    assert image_keys(check_images(X.copy())) == image_keys(check_images(X))
+
+
+def test_file_key_follows_size_and_mtime(tmp_path):
+    from PIL import Image
+
+    path = tmp_path / "a.png"
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(path)
+    first = image_keys(check_images([str(path)]))
+    os.utime(path, ns=(1, 1))
+    assert image_keys(check_images([str(path)])) != first
+
+
+def test_truncated_disk_entry_is_recomputed(tmp_path):
+    X = images()
+    disk = DiskCache(tmp_path / "cache")
+    features = extractor(cache=disk).fit_transform(X)
+    files = sorted((tmp_path / "cache" / "activations").rglob("*.act"))
+    assert len(files) == len(X)
+    files[0].write_bytes(files[0].read_bytes()[:-7])  # a killed writer, a full disk
+
+    disk.front.clear()  # as a new process would: read everything from disk
+    before = forward_images()
+    again = extractor(cache=disk).fit_transform(X)
+    assert forward_images() - before == 1  # only the damaged entry
+    assert disk.corrupt_files == 1
+    # Recomputed alone rather than in a batch of 12: equal up to float32 rounding.
+    np.testing.assert_allclose(again, features, rtol=1e-5, atol=1e-7)
+    assert _decode(files[0].read_bytes()) is not None  # rewritten whole
+
+
+def test_disk_cache_is_shared_by_a_new_handle(tmp_path):
+    X = images()
+    features = extractor(cache=str(tmp_path / "c")).fit_transform(X)
+    clear_cache("memory")
+    other = DiskCache(tmp_path / "c")  # another process's handle: an empty memory front
+    before = forward_images()
+    np.testing.assert_array_equal(extractor(cache=other).fit_transform(X), features)
+    assert forward_images() - before == 0
+
+
+def test_damaged_or_foreign_bytes_are_rejected():
+    data = _encode({("layer", "avg"): np.arange(4, dtype=np.float32)})
+    assert _decode(data)[("layer", "avg")].tolist() == [0, 1, 2, 3]
+    flipped = bytearray(data)
+    flipped[-1] ^= 1
+    for bad in (data[:-1], bytes(flipped), b"", b"not a cache file" * 4):
+        assert _decode(bad) is None
+
+
+def test_concurrent_writers_leave_a_whole_file(tmp_path):
+    target = tmp_path / "entry.act"
+    payloads = [_encode({("l", "avg"): np.full(50_000, i, np.float32)}) for i in range(4)]
+
+    def write(data):
+        for _ in range(10):
+            _write_atomic(target, data)
+
+    threads = [threading.Thread(target=write, args=(p,)) for p in payloads]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    entry = _decode(target.read_bytes())
+    assert entry is not None and len(set(entry[("l", "avg")].tolist())) == 1
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".tmp-")]
+
+
+def test_memory_bound_evicts_least_recently_used():
+    cache = MemoryCache(max_bytes=3 * (400 + 64))
+    row = {("l", "avg"): np.zeros(100, np.float32)}
+    cache.put("ctx", {"a": row, "b": row, "c": row})
+    cache.get("ctx", ["a"], {("l", "avg")})  # a is now the most recently used
+    cache.put("ctx", {"d": row})
+    found = cache.get("ctx", ["a", "b", "c", "d"], {("l", "avg")})
+    assert [entry is not None for entry in found] == [True, False, True, True]
+    assert cache.nbytes <= cache.max_bytes
+
+
+def test_disk_bound_and_clear(tmp_path):
+    X = images()
+    disk = DiskCache(tmp_path / "small", max_bytes=2000)
+    extractor(cache=disk).fit_transform(X)
+    size = sum(f.stat().st_size for f in (tmp_path / "small").rglob("*.act"))
+    assert 0 < size <= 2000
+    clear_cache(disk)
+    assert not list((tmp_path / "small").rglob("*.act"))
+    assert disk.front.nbytes == 0
+
+
+def test_cache_parameter_values():
+    assert get_cache("memory") is get_cache("memory")
+    assert get_cache(None) is None
+    with pytest.raises(ValueError, match="record_layers entries"):
+        extractor(record_layers=[3]).fit(images(2))
+
+
+def test_grid_search_over_layers_costs_one_pass():
+    X = images(20)
+    y = np.array([0, 1] * 10)
+    layers = [["1"], ["3"], None]
+    search = GridSearchCV(
+        Pipeline([("features", extractor(record_layers=layers)), ("clf", RidgeClassifier())]),
+        {"features__layers": layers, "features__pooling": ["avg", "avgmax"],
+         "clf__alpha": [0.1, 1.0]},
+        cv=2,
+    )  # fmt: skip
+    before = forward_images()
+    search.fit(X, y)
+    assert forward_images() - before == len(X) + 1
+
+
+def test_parallel_grid_search_shares_the_disk_cache(tmp_path):
+    X = images(16)
+    y = np.array([0, 1] * 8)
+    pipe = Pipeline(
+        [("features", extractor(cache=str(tmp_path / "c"))), ("clf", RidgeClassifier())]
+    )
+    grid = {"features__pooling": ["avg", "max"], "clf__alpha": [0.1, 1.0]}
+    parallel = GridSearchCV(pipe, grid, cv=2, n_jobs=2).fit(X, y)
+    assert len(list((tmp_path / "c" / "activations").rglob("*.act"))) == len(X)
+    serial = GridSearchCV(clone(pipe).set_params(features__cache=None), grid, cv=2).fit(X, y)
+    np.testing.assert_allclose(
+        parallel.cv_results_["mean_test_score"], serial.cv_results_["mean_test_score"]
+    )

