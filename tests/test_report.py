@@ -1,0 +1,275 @@
+"""Tests for ``sktransfer report``: bad data, the outputs, the rerun from cache, Dask search."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import numpy as np
+import pytest
+from PIL import Image
+from torch import nn
+
+from sktransfer.__main__ import main
+from sktransfer.report import build_report
+from sktransfer.report_data import DataError, load_report_data
+
+
+def tiny_network():
+    return nn.Sequential(
+        nn.Conv2d(3, 4, 3),
+        nn.ReLU(),
+        nn.Conv2d(4, 8, 3),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(8, 5),
+    )
+
+
+def make_tree(root, classes=("ants", "bees"), n=4, size=12):
+    rng = np.random.default_rng(0)
+    for cls in classes:
+        (root / cls).mkdir(parents=True)
+        for i in range(n):
+            pixels = rng.integers(0, 255, (size, size, 3), dtype=np.uint8)
+            Image.fromarray(pixels).save(root / cls / f"{i}.png")
+    return root
+
+
+def run_cli(argv, capsys):
+    code = main(["report", *argv, "--quiet"])
+    captured = capsys.readouterr()
+    return code, captured.err
+
+
+# ------------------------------------------------------------------------- bad DATA
+
+
+def check_clear_error(code, err, *phrases):
+    assert code == 2, err
+    assert "Traceback" not in err
+    assert err.startswith("sktransfer report: error: ")
+    for phrase in phrases:
+        assert phrase in err, err
+
+
+def test_missing_folder(tmp_path, capsys):
+    code, err = run_cli([str(tmp_path / "nowhere"), "--out", str(tmp_path / "o")], capsys)
+    check_clear_error(code, err, "does not exist", "nowhere")
+
+
+def test_one_class(tmp_path, capsys):
+    make_tree(tmp_path / "data", classes=("ants",))
+    code, err = run_cli([str(tmp_path / "data"), "--out", str(tmp_path / "o")], capsys)
+    check_clear_error(code, err, "1 class", "at least 2")
+
+
+def test_empty_class_folders(tmp_path, capsys):
+    root = make_tree(tmp_path / "data")
+    (root / "wasps").mkdir()
+    code, err = run_cli([str(root), "--out", str(tmp_path / "o")], capsys)
+    check_clear_error(code, err, "['wasps']", "contain no images")
+
+
+def test_all_class_folders_empty(tmp_path, capsys):
+    for cls in ("ants", "bees"):
+        (tmp_path / "data" / cls).mkdir(parents=True)
+    code, err = run_cli([str(tmp_path / "data"), "--out", str(tmp_path / "o")], capsys)
+    check_clear_error(code, err, "No image files found")
+
+
+def test_unreadable_images(tmp_path, capsys):
+    root = make_tree(tmp_path / "data")
+    (root / "bees" / "broken.jpg").write_bytes(b"not a jpeg at all")
+    code, err = run_cli([str(root), "--out", str(tmp_path / "o")], capsys)
+    check_clear_error(code, err, "cannot be read as images", "broken.jpg")
+
+
+def test_npz_without_labels(tmp_path, capsys):
+    path = tmp_path / "data.npz"
+    np.savez(path, images=np.zeros((10, 8, 8), np.uint8))
+    code, err = run_cli([str(path), "--out", str(tmp_path / "o")], capsys)
+    check_clear_error(code, err, "no images with labels", "['images']")
+
+
+def test_not_an_npz(tmp_path, capsys):
+    path = tmp_path / "data.csv"
+    path.write_text("a,b\n")
+    code, err = run_cli([str(path), "--out", str(tmp_path / "o")], capsys)
+    check_clear_error(code, err, "not an .npz")
+
+
+def test_too_few_images_per_class(tmp_path, capsys):
+    make_tree(tmp_path / "data", n=2)
+    code, err = run_cli([str(tmp_path / "data"), "--out", str(tmp_path / "o")], capsys)
+    check_clear_error(code, err, "fewer than 4 images")
+
+
+# ------------------------------------------------------------------------- reading DATA
+
+
+def test_train_val_folders_are_the_split(tmp_path):
+    make_tree(tmp_path / "d" / "train", n=3)
+    make_tree(tmp_path / "d" / "val", n=2)
+    data = load_report_data(tmp_path / "d")
+    assert data.split == "given"
+    assert (len(data.y_train), len(data.y_test)) == (6, 4)
+    assert sorted(set(data.y_train)) == ["ants", "bees"]
+
+
+def test_npz_layouts(tmp_path):
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 255, (20, 8, 8), dtype=np.uint8)
+    labels = np.repeat([3, 7], 10)
+    np.savez(tmp_path / "pairs.npz", images=images, labels=labels)
+    np.savez(
+        tmp_path / "medmnist.npz",
+        train_images=images,
+        train_labels=labels[:, None],  # MedMNIST's (N, 1) labels
+        test_images=images[:6],
+        test_labels=labels[:6, None],
+    )
+    pairs = load_report_data(tmp_path / "pairs.npz")
+    assert pairs.split == "holdout" and len(pairs.y_train) + len(pairs.y_test) == 20
+    med = load_report_data(tmp_path / "medmnist.npz")
+    assert med.split == "given" and med.y_train.shape == (20,) and len(med.y_test) == 6
+
+
+def test_npz_label_count_mismatch(tmp_path):
+    np.savez(tmp_path / "d.npz", X=np.zeros((10, 8, 8)), y=np.arange(9) % 2)
+    with pytest.raises(DataError, match="10 images .* 9 labels"):
+        load_report_data(tmp_path / "d.npz")
+
+
+def test_max_images_subsamples_stratified(tmp_path):
+    data = load_report_data(None, default_images=300, max_images=100)
+    assert len(data.y_train) + len(data.y_test) <= 110
+    assert len(np.unique(data.y_train)) == 10
+    assert any("Subsampled" in note for note in data.notes)
+
+
+# ------------------------------------------------------------------------- the report
+
+
+@pytest.fixture(scope="module")
+def two_runs(tmp_path_factory):
+    """The same report twice over one cache: the second run reads the activations back."""
+    root = make_tree(tmp_path_factory.mktemp("data") / "shapes", n=12, size=16)
+    cache = tmp_path_factory.mktemp("cache")
+    runs, network = [], tiny_network()
+    for i in range(2):
+        out = tmp_path_factory.mktemp(f"out{i}")
+        params = dict(backbone=network, weights=None, cache=cache, verbose=0)
+        runs.append((out, build_report(root, out=out, budget_minutes=2, **params)))
+    return runs
+
+
+def test_report_files(two_runs):
+    out, results = two_runs[0]
+    for name in ("report.md", "report.html", "report.json", "recommended_pipeline.py"):
+        assert (out / name).stat().st_size > 0
+    page = (out / "report.html").read_text()
+    assert len(re.findall(r'src="data:image/png;base64,', page)) >= 3  # self-contained
+    assert "<table>" in page and "recommended_pipeline" in page
+    stored = json.loads((out / "report.json").read_text())
+    assert stored["recommendation"]["approach"] in ("feature extraction", "fine-tuning")
+    assert set(stored["stage_seconds"]) >= {"activations", "scores", "feature extraction"}
+    assert [row["layer"] for row in stored["layers"]]
+    assert np.array(stored["confusion_matrix"]["matrix"]).sum() == stored["data"]["n_test"]
+    compile((out / "recommended_pipeline.py").read_text(), "recommended_pipeline.py", "exec")
+    markdown = (out / "report.md").read_text()
+    assert "## Stage times" in markdown and "![" in markdown
+
+
+def test_second_run_reads_activations_back(two_runs):
+    (_, first), (_, second) = two_runs
+    assert second["layers"] == first["layers"]
+    assert second["feature_extraction"]["accuracy"] == first["feature_extraction"]["accuracy"]
+    # the pilot of the second run hit the cache: a near-zero per-image cost
+    assert second["activations"]["seconds"] < first["activations"]["seconds"] + 0.5
+    assert second["stage_seconds"]["scores"] < first["stage_seconds"]["scores"]
+
+
+def test_tiny_budget_skips_and_says_so(tmp_path):
+    results = build_report(
+        None,
+        backbone=tiny_network(),
+        weights=None,
+        out=tmp_path / "o",
+        cache=tmp_path / "c",
+        max_images=60,
+        budget_minutes=0.01,
+        verbose=0,
+    )
+    notes = " ".join(results["budget_notes"])
+    assert "Fine-tuning skipped" in notes and "t-SNE skipped" in notes
+    assert results["fine_tuning"] is None
+    assert "Fine-tuning skipped" in (tmp_path / "o" / "report.md").read_text()
+
+
+def test_report_help_lists_options(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["report", "--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    assert "--budget" in out and "--backbone" in out and "--out" in out
+
+
+# ------------------------------------------------------------------------- Dask search
+
+
+def search_and_data(cache, network):
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import GridSearchCV
+    from sklearn.pipeline import Pipeline
+
+    from sktransfer import DeepFeatureExtractor
+
+    rng = np.random.default_rng(0)
+    y = np.repeat(["cat", "dog"], 12)
+    images = rng.integers(0, 200, (24, 16, 16, 3), dtype=np.uint8)
+    images[y == "dog"] += 40  # something to learn
+    layers = ["2", "3"]
+    pipeline = Pipeline(
+        [
+            (
+                "features",
+                DeepFeatureExtractor(
+                    network,
+                    weights=None,
+                    engine="torch",
+                    cache=str(cache),  # a folder every worker reads
+                    record_layers=layers,
+                    random_state=0,
+                ),
+            ),
+            ("clf", LogisticRegression(max_iter=500)),
+        ]
+    )
+    grid = {"features__layers": layers, "clf__C": [0.01, 1.0]}
+    return GridSearchCV(pipeline, grid, cv=2), images, y
+
+
+def test_grid_search_on_dask_matches_local(tmp_path):
+    pytest.importorskip("distributed", reason="the dask extra is not installed")
+    from distributed import Client, LocalCluster
+    from joblib import parallel_backend
+
+    network = tiny_network()
+    local, images, y = search_and_data(tmp_path / "cache", network)
+    local.fit(images, y)
+    distributed_search, _, _ = search_and_data(tmp_path / "cache", network)
+    # processes=False: workers are threads of this process, light enough for a unit test;
+    # the cache folder is what lets separate machines share one forward pass.
+    with LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None
+    ) as cluster:
+        with Client(cluster), parallel_backend("dask"):
+            distributed_search.set_params(n_jobs=-1).fit(images, y)
+    assert distributed_search.best_params_ == local.best_params_
+    np.testing.assert_allclose(
+        distributed_search.cv_results_["mean_test_score"], local.cv_results_["mean_test_score"]
+    )
+    assert distributed_search.best_score_ == pytest.approx(local.best_score_)
+    assert any((tmp_path / "cache").iterdir())
