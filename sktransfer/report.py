@@ -31,6 +31,7 @@ import io
 import json
 import os
 import platform
+import re
 import sys
 import time
 from dataclasses import dataclass, field
@@ -44,7 +45,7 @@ __all__ = ["DataError", "build_report"]
 
 #: Fine-tuning is planned at this many eager forward passes per training image (forward,
 #: backward through the top blocks, optimizer step), plus one per test image.
-TRAIN_COST_FACTOR = 2.5
+TRAIN_COST_FACTOR = 1.5
 MAX_FINETUNE_EPOCHS = 3
 #: The share of the budget held back for the last stages (plots, files).
 RESERVE = 0.1
@@ -651,7 +652,21 @@ def pipeline_code(dataset: ReportData, backbone, weights, recommendation: dict, 
     ]
     if not isinstance(backbone, str):
         lines.insert(2, f"# The backbone was a custom {name} module: replace {name!r} by it.")
-    return "\n".join(lines)
+    return _imports_first(lines)
+
+
+def _imports_first(lines: list[str]) -> str:
+    """The docstring, the imports (standard, third party, sktransfer), then the code."""
+    imports = [line for line in lines[1:] if line.startswith(("import ", "from "))]
+    body = [line for line in lines[1:] if line not in imports]
+    ordered = sorted(set(imports), key=lambda line: ("sktransfer" in line, line.split()[1]))
+    groups = [
+        [i for i in ordered if "sktransfer" not in i],
+        [i for i in ordered if "sktransfer" in i],
+    ]
+    code = re.sub(r"\n{3,}", "\n\n", "\n".join(body).strip())
+    text = "\n\n".join([lines[0], *("\n".join(g) for g in groups if g), code])
+    return text + "\n"
 
 
 def _backbone_name(backbone) -> str:
@@ -816,7 +831,7 @@ def _blocks(r: dict, code: str) -> list[tuple]:
         [
             f"feature extraction ({fe['layer']}) + logistic regression",
             fe["accuracy"],
-            fe["fit_seconds"],
+            f"{fe['fit_seconds']:.1f}",
             "-",
         ]
     ]
@@ -830,7 +845,7 @@ def _blocks(r: dict, code: str) -> list[tuple]:
             [
                 f"fine-tuning ({detail}, {ft['params']['image_size'] or 'native'} px)",
                 ft["accuracy"],
-                ft["fit_seconds"],
+                f"{ft['fit_seconds']:.1f}",
                 f"{ft['trainable_params']:,} of {ft['total_params']:,}",
             ]
         )
@@ -857,7 +872,7 @@ def _blocks(r: dict, code: str) -> list[tuple]:
         (
             "table",
             ["stage", "seconds"],
-            [[k, v] for k, v in times.items()] + [["total", sum(times.values())]],
+            [[k, f"{v:.1f}"] for k, v in times.items()] + [["total", f"{sum(times.values()):.1f}"]],
         )
     )
     blocks.append(
@@ -900,8 +915,6 @@ def _markdown(blocks) -> str:
 
 def _inline_markdown(text: str) -> str:
     """**bold** and `code` of a paragraph, escaped for HTML."""
-    import re
-
     text = html.escape(text)
     text = re.sub(r"\*\*(.+?)\*\*", r"<strong>\1</strong>", text)
     return re.sub(r"`(.+?)`", r"<code>\1</code>", text)
