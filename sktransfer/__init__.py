@@ -21,6 +21,7 @@ from .extraction import DeepFeatureExtractor
 from .finetune import FineTuneClassifier
 from .images import check_images, load_image_folder
 from .postprocessing import LayerwiseNormalizer, TernaryDiscretizer, make_full_network_embedding
+from .report import build_report
 
 __version__ = "0.1.0"
 
@@ -48,4 +49,5 @@ __all__ = [
     "MemoryCache",
     "clear_cache",
     "EngineWarning",
+    "build_report",
 ]
