@@ -188,7 +188,7 @@ def build_report(
         extractor_params["random_state"] = random_state
 
     with progress.stage("activations", "one forward pass tapping every block (cached on disk)"):
-        features, probabilities, extraction = _activations(
+        (features, probabilities), extraction = _activations(
             dataset, backbone, extractor_params, budget, progress, memory
         )
     n_train = len(dataset.y_train)
@@ -296,25 +296,50 @@ def _memory(cache_dir: Path):
 
 
 def _activations(dataset: ReportData, backbone, params, budget: Budget, progress, memory):
-    """Every scored layer's features and the source probabilities of all images, from the
-    cache when present. One extractor is fitted once (loading and tracing the network is a
-    fixed cost); a pilot batch after a warm-up batch measures the per-image cost, and if the
-    whole pass would take more than half of what is left, the images are subsampled (the
-    report says so). Pilot images are cached, so they are not computed twice.
-    """
-    from scipy.special import softmax
+    """Every scored layer's features and the source probabilities of all images.
 
+    A rerun over the same images (keyed by :func:`sktransfer.cache.image_keys`: file path,
+    size and modification time, or array bytes) reads the assembled features back at once.
+    Otherwise a pilot batch after a warm-up batch measures the per-image cost, and if the
+    whole pass would take more than half of what is left, the images are subsampled (the
+    report says so); the pass goes through the activation cache, so the pilot's images are
+    not computed twice and pipelines fitted later on these images reuse it.
+    """
+    from .cache import image_keys
     from .extraction import DeepFeatureExtractor
+    from .images import check_images
 
     if isinstance(backbone, str):  # the layer plan depends on the architecture only
         layers, logits = memory.cache(_layer_plan)(backbone, params["weights"])
+        stacked_features = memory.cache(_stacked_features, ignore=["X", "params", "verbose"])
     else:
         layers, logits = _layer_plan(backbone, params["weights"], params.get("random_state"))
+        stacked_features = _stacked_features
     tapped = layers + ([logits] if logits and logits not in layers else [])
+    verbose = 1 if progress.verbose else 0
+    identity = f"{params['weights']}|{params.get('random_state')}"
     X = _concat(dataset.X_train, dataset.X_test)
+    cost_key = f"{_backbone_name(backbone)}|{params['weights']}|{len(tapped)} layers|{dataset.name}"
+    call = (X, params, backbone, identity, tapped, image_keys(check_images(X)), verbose)
+    if stacked_features is not _stacked_features and stacked_features.check_call_in_cache(*call):
+        start = time.perf_counter()
+        stacked, slices, weights = stacked_features(*call)
+        seconds = time.perf_counter() - start
+        cold, _ = _cold_cost(memory, cost_key, 0.0)
+        progress.say(f"read back {len(X)} images' activations in {seconds:.1f} s")
+        return _split(stacked, slices, layers, logits), {
+            "layers": layers,
+            "n_images": len(X),
+            "seconds": seconds,
+            "seconds_per_image": seconds / len(X),
+            "cold_seconds_per_image": cold,
+            "from_cache": True,
+            "warm_up_seconds": 0.0,
+            "weights": weights,
+        }
     n_total = len(X)
-    extractor = DeepFeatureExtractor(backbone, layers=tapped, **params)
     pilot = min(16, n_total)
+    extractor = DeepFeatureExtractor(backbone, layers=tapped, **params)
     start = time.perf_counter()
     extractor.fit(X[:1])
     extractor.transform(X[:pilot])  # warms up: graph export or cache hits
@@ -333,30 +358,42 @@ def _activations(dataset: ReportData, backbone, params, budget: Budget, progress
         budget.notes.append(note)
         _subsample(dataset, keep, 0)
         X = _concat(dataset.X_train, dataset.X_test)
-    extractor.set_params(verbose=1 if progress.verbose else 0)
+        call = (X, params, backbone, identity, tapped, image_keys(check_images(X)))
+        call = (*call, verbose)
     start = time.perf_counter()
-    stacked = extractor.transform(X)
+    stacked, slices, weights = stacked_features(*call)
     seconds = time.perf_counter() - start
-    features = {layer: stacked[:, extractor.layer_slices_[layer]] for layer in layers}
-    key = f"{_backbone_name(backbone)}|{extractor.weights_}|{len(tapped)} layers|{dataset.name}"
-    cold, cached = _cold_cost(memory, key, per_image)
+    cold, cached = _cold_cost(memory, cost_key, per_image)
+    return _split(stacked, slices, layers, logits), {
+        "layers": layers,
+        "n_images": len(X),
+        "seconds": seconds,
+        "seconds_per_image": per_image,
+        "cold_seconds_per_image": cold,
+        "from_cache": cached,
+        "warm_up_seconds": warm,
+        "weights": weights,
+    }
+
+
+def _stacked_features(X, params, backbone, weights, tapped, keys, verbose):
+    """All tapped layers' pooled features of X, through the activation cache. ``keys`` (the
+    images' cache keys) and ``weights`` identify the call for memoisation; X is not hashed."""
+    from .extraction import DeepFeatureExtractor
+
+    extractor = DeepFeatureExtractor(backbone, layers=tapped, verbose=verbose, **params)
+    stacked = extractor.fit(X[:1]).transform(X)
+    return stacked, dict(extractor.layer_slices_), extractor.weights_
+
+
+def _split(stacked, slices, layers, logits):
+    from scipy.special import softmax
+
+    features = {layer: stacked[:, slices[layer]] for layer in layers}
     probabilities = None
     if logits:
-        probabilities = softmax(stacked[:, extractor.layer_slices_[logits]].astype(float), axis=1)
-    return (
-        features,
-        probabilities,
-        {
-            "layers": layers,
-            "n_images": len(X),
-            "seconds": seconds,
-            "seconds_per_image": per_image,
-            "cold_seconds_per_image": cold,
-            "from_cache": cached,
-            "warm_up_seconds": warm,
-            "weights": extractor.weights_,
-        },
-    )
+        probabilities = softmax(stacked[:, slices[logits]].astype(float), axis=1)
+    return features, probabilities
 
 
 def _layer_plan(backbone, weights, random_state=None) -> tuple[list, str | None]:
@@ -380,8 +417,10 @@ def _cold_cost(memory, key: str, measured: float) -> tuple[float, bool]:
     file = Path(memory.location) / "extraction_costs.json"
     costs = json.loads(file.read_text()) if file.exists() else {}
     stored = costs.get(key)
-    if stored is not None and measured < stored / 5:
+    if stored is not None and measured < stored / 5:  # served from the cache
         return stored, True
+    if measured <= 0:
+        return stored or 0.0, True
     costs[key] = measured
     file.parent.mkdir(parents=True, exist_ok=True)
     file.write_text(json.dumps(costs, indent=1))

@@ -273,3 +273,26 @@ def test_grid_search_on_dask_matches_local(tmp_path):
     )
     assert distributed_search.best_score_ == pytest.approx(local.best_score_)
     assert any((tmp_path / "cache").iterdir())
+
+
+def test_cold_cost_kept_for_cached_reruns(tmp_path):
+    from joblib import Memory
+
+    from sktransfer.report import _cold_cost
+
+    memory = Memory(tmp_path, verbose=0)
+    assert _cold_cost(memory, "net", 0.1) == (0.1, False)
+    assert _cold_cost(memory, "net", 0.001) == (0.1, True)  # a cache hit: report the cold cost
+    assert _cold_cost(memory, "net", 0.09) == (0.09, False)  # a new cold measurement
+
+
+def test_named_backbone_rerun_reads_assembled_features_back(tmp_path):
+    params = dict(backbone="resnet18", weights=None, cache=tmp_path / "c", max_images=40, verbose=0)
+    params.update(finetune=False, budget_minutes=1)
+    first = build_report(None, out=tmp_path / "a", **params)
+    second = build_report(None, out=tmp_path / "b", **params)
+    assert not first["activations"]["from_cache"] and second["activations"]["from_cache"]
+    assert second["layers"] == first["layers"]
+    assert second["stage_seconds"]["activations"] < first["stage_seconds"]["activations"] / 3
+    # the fit-time column still shows the cost of computing the activations
+    assert second["feature_extraction"]["fit_seconds"] > 0
