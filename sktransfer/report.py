@@ -621,8 +621,10 @@ def _recommend(extraction: dict, finetune: dict | None) -> dict:
             "reason": f"fine-tuning is {100 * gain:.1f} points more accurate",
         }
     choice["reason"] = (
-        f"fine-tuning is {100 * gain:+.1f} points and "
-        f"{finetune['fit_seconds'] / max(extraction['fit_seconds'], 1e-9):.1f}x the time"
+        f"fine-tuning is {100 * gain:+.1f} points at "
+        f"{finetune['fit_seconds'] / max(extraction['fit_seconds'], 1e-9):.1f}x the fit time; "
+        "within 1 point, feature extraction is preferred: no training, and one cached forward "
+        "pass serves every later fit"
     )
     return choice
 
@@ -818,6 +820,7 @@ def _plot_comparison(extraction, finetune):
         left.text(i, value, f"{value:.3f}", ha="center", va="bottom")
     right.bar(names, seconds, color=colours)
     right.set_ylabel("fit time (s)")
+    right.set_ylim(0, max(seconds) * 1.15)  # room for the labels
     for i, value in enumerate(seconds):
         right.text(i, value, f"{value:.0f} s", ha="center", va="bottom")
     figure.suptitle("Feature extraction against light fine-tuning")
