@@ -371,8 +371,9 @@ class _Net(NeuralNetClassifier):
     ``owner`` is the estimator: parameter groups and frozen modules come from its hooks.
     """
 
-    def __init__(self, *args, owner=None, amp_dtype=None, channels_last=False, n_workers=1,
-                 **kwargs):  # fmt: skip
+    def __init__(
+        self, *args, owner=None, amp_dtype=None, channels_last=False, n_workers=1, **kwargs
+    ):
         self.owner = owner
         self.amp_dtype = amp_dtype
         self.channels_last = channels_last
