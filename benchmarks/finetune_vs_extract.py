@@ -154,13 +154,26 @@ def finetune_row(name, params, X_train, y_train, X_test, y_test, image_size):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("dataset", choices=["hymenoptera", "breastmnist", "pneumoniamnist"])
+    parser.add_argument(
+        "dataset", choices=["hymenoptera", "breastmnist", "pneumoniamnist", "report"]
+    )
     parser.add_argument("--epochs", type=int, default=2, help="epochs of the fine-tuning rows")
     parser.add_argument("--train-size", type=int, default=None, help="stratified subsample")
     parser.add_argument("--test-size", type=int, default=None, help="stratified subsample")
     parser.add_argument("--image-size", type=int, default=None, help="input resolution")
     parser.add_argument("--only", default=None, help="run only rows whose name contains this")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch threads (1: on the shared, oversubscribed 2-core machine, more threads "
+        "spin-wait and run slower)",
+    )
     args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    if args.dataset == "report":
+        print(render_report())
+        return
     if not DATA.is_dir():
         sys.exit(f"Data folder {DATA} is absent; set SKTRANSFER_DATA. Nothing was run.")
     X_train, y_train, X_test, y_test, split, (n_full, n_test_full) = load(
@@ -197,6 +210,30 @@ def main(argv=None):
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"finetune_vs_extract_{args.dataset}.json").write_text(json.dumps(record, indent=1))
     print(render_table(record))
+
+
+def render_report() -> str:
+    """Every dataset's table with its setup, from the JSON files the runs left."""
+    parts = []
+    for dataset in ("hymenoptera", "breastmnist", "pneumoniamnist"):
+        path = RESULTS / f"finetune_vs_extract_{dataset}.json"
+        if not path.is_file():
+            continue
+        record = json.loads(path.read_text())
+        parts += [
+            f"### {dataset}",
+            "",
+            f"Command: `{record['command']}`  ",
+            f"Machine: {record['machine']}  ",
+            f"Date: {record['date']}  ",
+            f"Training images: {record['train']} of {record['train_full']}; evaluated on "
+            f"{record['eval']} of {record['eval_full']} {record['eval_split']} images; "
+            f"{record['image_size']} px input; fine-tuning rows {record['epochs']} epochs.",
+            "",
+            render_table(record),
+            "",
+        ]
+    return "\n".join(parts)
 
 
 def render_table(record) -> str:
