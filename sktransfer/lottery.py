@@ -436,6 +436,10 @@ class _EvalSetScoring(Callback):
     def initialize(self):
         return self
 
+    def __deepcopy__(self, memo):
+        # The re-init control copies the whole net each round; share the (read-only) test set.
+        return type(self)(self.evaluation)
+
     def on_epoch_end(self, net, **kwargs):
         if self.evaluation is None:
             return
