@@ -17,9 +17,15 @@ import numpy as np
 import pandas as pd
 import torch
 from sklearn.base import BaseEstimator, ClassifierMixin, _fit_context, clone
+from sklearn.utils import get_tags
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.multiclass import check_classification_targets
-from sklearn.utils.validation import check_is_fitted
+from sklearn.utils.validation import (
+    check_array,
+    check_consistent_length,
+    check_is_fitted,
+    column_or_1d,
+)
 from skorch.callbacks import Callback
 
 from . import pruning
@@ -183,23 +189,28 @@ class PrunedClassifier(ClassifierMixin, BaseEstimator):
         """
         unit, rewind_at = _check_rewind(self.rewind)
         seed = _seed(self.random_state)
-        adapter = _adapter_for(self.estimator)
-        X_train, y_train = self._check_fit_data(adapter, X, y)
-        evaluation = None
-        if eval_set is not None:
-            evaluation = self._check_eval_set(adapter, eval_set)
-
+        trainer = _trainer_for(self.estimator)
         capture = _RewindCapture(unit, rewind_at)
-        scoring = _EvalSetScoring(evaluation)
+        scoring = _EvalSetScoring()
         with seeded(seed):
-            net = adapter.build(self.estimator, [capture, scoring])
-            module = adapter.module(net)
+            fitted, data, self.classes_, n_features = trainer.build(
+                self.estimator, X, y, [capture, scoring]
+            )
+            if n_features is not None:
+                self.n_features_in_ = n_features
+            elif hasattr(self, "n_features_in_"):
+                del self.n_features_in_
+            if eval_set is not None:
+                evaluation = self._check_eval_set(trainer, fitted, eval_set)
+                # Callbacks are copied into the net; set the test set on the copy it runs.
+                trainer.callback(fitted, "lottery_eval").evaluation = evaluation
+            capture = trainer.callback(fitted, "lottery_rewind")
+            module = trainer.module(fitted)
             self.layers_ = pruning.prunable_layers(module, self.layers)
             self.output_layer_ = self._resolve_output_layer()
             pruning.attach_masks(module, self.layers_)
             self.init_state_ = pruning.snapshot(module)
-            rows = []
-            adapter.train(net, X_train, y_train, fresh=False)
+            rows = [self._train_round(trainer, fitted, data, 0, "")]
             if capture.state is None:
                 raise ValueError(
                     f"rewind={self.rewind!r} asks for the weights after {rewind_at} "
@@ -208,7 +219,6 @@ class PrunedClassifier(ClassifierMixin, BaseEstimator):
                 )
             capture.active = False
             self.rewind_state_ = capture.state
-            rows.append(self._record(0, module, net, "", {}))
             for round_ in range(1, self.n_rounds + 1):
                 pruning.prune_by_magnitude(
                     module,
@@ -220,34 +230,57 @@ class PrunedClassifier(ClassifierMixin, BaseEstimator):
                 )
                 control = {}
                 if self.reinit_control:
-                    control = self._train_control(adapter, net, X_train, y_train, seed, round_)
+                    control = self._train_control(trainer, fitted, data, seed, round_)
                 pruning.rewind(module, self.rewind_state_)
-                adapter.train(net, X_train, y_train, fresh=True)
-                rows.append(self._record(round_, module, net, "", control))
-        scoring.evaluation = None  # do not keep the test set in the fitted model
+                rows.append({**self._train_round(trainer, fitted, data, round_, ""), **control})
+        trainer.callback(fitted, "lottery_eval").evaluation = None  # keep no test set
         self.masks_ = {
             name: module.get_submodule(name).weight_mask.detach().to("cpu", torch.bool)
             for name in self.layers_
         }
         if self.permanent:
             pruning.make_permanent(module)
-        self.estimator_ = net
+        self.estimator_ = fitted
         self.history_ = pd.DataFrame(rows)
         return self
 
     def predict_proba(self, X):
-        """Class probabilities from the pruned network, columns in ``classes_`` order."""
+        """Class probabilities from the pruned network, columns in ``classes_`` order.
+
+        Parameters
+        ----------
+        X : array-like or images
+            As the wrapped estimator takes them.
+
+        Returns
+        -------
+        ndarray of shape (n_samples, n_classes)
+        """
         check_is_fitted(self)
-        adapter = _adapter_for(self.estimator_)
-        return adapter.predict_proba(self.estimator_, self._check_predict_data(adapter, X))
+        trainer = _trainer_for(self.estimator_)
+        X = trainer.eval_inputs(self.estimator_, X, getattr(self, "n_features_in_", None))
+        return trainer.predict_proba(self.estimator_, X)
 
     def predict(self, X):
-        """Labels predicted by the pruned network (values from ``classes_``)."""
+        """Labels predicted by the pruned network (values from ``classes_``).
+
+        Parameters
+        ----------
+        X : array-like or images
+
+        Returns
+        -------
+        ndarray of shape (n_samples,)
+        """
         return self.classes_[np.argmax(self.predict_proba(X), axis=1)]
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         tags.non_deterministic = True
+        try:
+            tags.input_tags = get_tags(self.estimator).input_tags
+        except (TypeError, AttributeError):  # a skorch net predates sklearn's tags
+            pass
         return tags
 
     # ------------------------------------------------------------------ internals
@@ -264,25 +297,7 @@ class PrunedClassifier(ClassifierMixin, BaseEstimator):
             )
         return self.output_layer
 
-    def _check_fit_data(self, adapter, X, y):
-        check_classification_targets(y)
-        y = np.asarray(y)
-        if y.ndim != 1:
-            raise ValueError(f"y must be 1-D (one label per sample); got shape {y.shape}.")
-        self.classes_, y_encoded = np.unique(y, return_inverse=True)
-        if len(self.classes_) < 2:
-            raise ValueError(
-                f"PrunedClassifier needs at least 2 classes; y holds only {self.classes_}."
-            )
-        X = adapter.check_X(self, X, reset=True)
-        if len(X) != len(y):
-            raise ValueError(f"X has {len(X)} samples but y has {len(y)}; they must match.")
-        return X, y_encoded.astype(np.int64)
-
-    def _check_predict_data(self, adapter, X):
-        return adapter.check_X(self, X, reset=False)
-
-    def _check_eval_set(self, adapter, eval_set):
+    def _check_eval_set(self, trainer, fitted, eval_set):
         if not (isinstance(eval_set, tuple | list) and len(eval_set) == 2):
             raise ValueError(
                 f"eval_set must be a pair (X_test, y_test); got a {type(eval_set).__name__}."
@@ -295,95 +310,164 @@ class PrunedClassifier(ClassifierMixin, BaseEstimator):
                 f"eval_set holds labels {unknown[:10].tolist()} that are not in the training "
                 f"labels {self.classes_[:10].tolist()}."
             )
-        X_test = adapter.check_X(self, X_test, reset=False)
-        return adapter, X_test, np.searchsorted(self.classes_, y_test).astype(np.int64)
+        X_test = trainer.eval_inputs(fitted, X_test, getattr(self, "n_features_in_", None))
+        return X_test, np.searchsorted(self.classes_, y_test).astype(np.int64)
 
-    def _train_control(self, adapter, net, X, y, seed, round_):
-        """The same mask, freshly re-initialised, trained the same way (the paper's control)."""
-        control_net = copy.deepcopy(net)
-        module = adapter.module(control_net)
-        pruning.rewind(module, self.rewind_state_)
-        reinit_seed = None if seed is None else seed + 7919 * round_
-        pruning.reinitialize(module, self.layers_, random_state=reinit_seed)
-        adapter.train(control_net, X, y, fresh=True)
-        record = self._record(round_, module, control_net, "reinit_", {})
-        return {k: v for k, v in record.items() if k.startswith("reinit_")}
-
-    def _record(self, round_, module, net, prefix, extra):
+    def _train_round(self, trainer, fitted, data, round_, prefix):
+        history = trainer.history(fitted)
+        epochs_before = len(history)
+        trainer.train(fitted, data)
+        pruning.refresh_masked_weights(trainer.module(fitted))
+        history = trainer.history(fitted)
+        module = trainer.module(fitted)
         counts = pruning.weights_remaining(module, self.layers_)
         remaining = sum(r for r, _ in counts.values())
         total = sum(t for _, t in counts.values())
         row = {"round": round_, "weights_remaining": remaining / total, "n_remaining": remaining}
-        if not prefix:
-            for name, (r, t) in counts.items():
-                row[f"remaining_{name}"] = r / t
-        row.update({prefix + k: v for k, v in _history_metrics(net.history).items()})
-        row.update(extra)
+        for name, (r, t) in counts.items():
+            row[f"remaining_{name}"] = r / t
+        row.update(_history_metrics(history[epochs_before:]))
+        if prefix:
+            row = {prefix + k: v for k, v in row.items() if "accuracy" in k or "epoch" in k}
         if self.verbose:
             metrics = ", ".join(
-                f"{k}={v:.4f}" for k, v in row.items() if "accuracy" in k and k.startswith(prefix)
+                f"{k}={v:.4f}" for k, v in row.items() if k.endswith("accuracy_at_best")
             )
             print(
-                f"[PrunedClassifier] round {round_}: {100 * row['weights_remaining']:.1f}% "
-                f"weights remaining{' (re-init)' if prefix else ''}, {metrics}"
+                f"[PrunedClassifier] round {round_}: {100 * remaining / total:.1f}% "
+                f"weights remaining{' (random re-init)' if prefix else ''}, {metrics}",
+                flush=True,
             )
         return row
 
+    def _train_control(self, trainer, fitted, data, seed, round_):
+        """The same mask, freshly re-initialised, trained the same way (the paper's control)."""
+        pruning.refresh_masked_weights(trainer.module(fitted))
+        control = copy.deepcopy(fitted)
+        module = trainer.module(control)
+        pruning.rewind(module, self.rewind_state_)
+        reinit_seed = None if seed is None else seed + 7919 * round_
+        pruning.reinitialize(module, self.layers_, random_state=reinit_seed)
+        return self._train_round(trainer, control, data, round_, "reinit_")
 
-# ---------------------------------------------------------------------- training adapters
+
+# ---------------------------------------------------------------------- trainers
 
 
-class _SkorchAdapter:
-    """Drives a ``skorch.NeuralNet``: build once, then train round after round in place."""
+class _BaseTrainer:
+    """Drives a :class:`sktransfer.training.NeuralClassifierBase` through its hooks.
+
+    ``_prepare_fit`` reads X and the labels and builds the network; ``_continue_training``
+    trains ``net_.module_`` in place with a fresh optimizer (so no Adam or momentum state
+    carries over between rounds) and accumulates the history.
+    """
 
     @staticmethod
-    def build(estimator, extra_callbacks):
-        net = clone(estimator)
-        callbacks = net.callbacks
-        if callbacks == "disable":
+    def build(estimator, X, y, callbacks):
+        fitted = clone(estimator)
+        named = [("lottery_rewind", callbacks[0]), ("lottery_eval", callbacks[1])]
+        fitted.set_params(callbacks=list(estimator.callbacks or []) + named)
+        inputs, y_encoded = fitted._prepare_fit(X, y)
+        return fitted, (inputs, y_encoded), fitted.classes_, getattr(fitted, "n_features_in_", None)
+
+    @staticmethod
+    def module(fitted):
+        return fitted.net_.module_
+
+    @staticmethod
+    def history(fitted):
+        return fitted.net_.history
+
+    @staticmethod
+    def callback(fitted, name):
+        return dict(fitted.net_.callbacks_)[name]
+
+    @staticmethod
+    def train(fitted, data):
+        fitted._continue_training(*data)
+
+    @staticmethod
+    def eval_inputs(fitted, X, n_features):
+        from .training import ImageDataset
+
+        inputs = fitted._check_inputs(X, reset=False)
+        return ImageDataset(inputs, None, preprocessing=fitted.preprocessing_)
+
+    @staticmethod
+    def predict_proba(fitted, X):
+        with torch.inference_mode():
+            return fitted.net_.predict_proba(X).astype(np.float64)
+
+
+class _SkorchTrainer:
+    """Drives a plain ``skorch.NeuralNetClassifier`` on numeric arrays (X as given)."""
+
+    @staticmethod
+    def build(estimator, X, y, callbacks):
+        y = column_or_1d(y, warn=True)
+        check_classification_targets(y)
+        classes, y_encoded = np.unique(y, return_inverse=True)
+        if len(classes) < 2:
+            raise ValueError(f"PrunedClassifier needs at least 2 classes; got {classes}.")
+        X = check_array(X, dtype=np.float32, allow_nd=True)
+        check_consistent_length(X, y)
+        fitted = clone(estimator)
+        if fitted.callbacks == "disable":
             raise ValueError(
                 "PrunedClassifier needs skorch callbacks to take the rewind snapshot; the "
                 "wrapped net has callbacks='disable'. Pass callbacks=None or a list."
             )
-        named = [("lottery_rewind", extra_callbacks[0]), ("lottery_eval", extra_callbacks[1])]
-        net.set_params(callbacks=list(callbacks or []) + named)
-        net.initialize()
-        return net
+        named = [("lottery_rewind", callbacks[0]), ("lottery_eval", callbacks[1])]
+        fitted.set_params(callbacks=list(fitted.callbacks or []) + named)
+        fitted.initialize()
+        return fitted, (X, y_encoded.astype(np.int64)), classes, X.shape[1]
 
     @staticmethod
-    def module(net):
-        return net.module_
+    def module(fitted):
+        return fitted.module_
 
     @staticmethod
-    def train(net, X, y, *, fresh):
-        if fresh:
-            # A new optimizer (no momentum carried over from the previous round: its state
-            # would move pruned weights) and a new history for the round.
-            net.initialize_optimizer()
-            net.initialize_history()
-            net.initialize_callbacks()
-        net.partial_fit(X, y)
-        pruning.refresh_masked_weights(net.module_)
+    def history(fitted):
+        return fitted.history
 
     @staticmethod
-    def check_X(owner, X, *, reset):
-        from sklearn.utils.validation import validate_data
-
-        return validate_data(owner, X, reset=reset, dtype=np.float32, allow_nd=True)
+    def callback(fitted, name):
+        return dict(fitted.callbacks_)[name]
 
     @staticmethod
-    def predict_proba(net, X):
-        return net.predict_proba(X)
+    def train(fitted, data):
+        # A new optimizer each round: Adam or momentum state carried over would be stale.
+        fitted.initialize_optimizer()
+        fitted.partial_fit(*data)
+
+    @staticmethod
+    def eval_inputs(fitted, X, n_features):
+        X = check_array(X, dtype=np.float32, allow_nd=True)
+        if X.shape[1] != n_features:
+            raise ValueError(
+                f"X has {X.shape[1]} features, but PrunedClassifier was fitted on "
+                f"{n_features} features."
+            )
+        return X
+
+    @staticmethod
+    def predict_proba(fitted, X):
+        return fitted.predict_proba(X)
 
 
-def _adapter_for(estimator):
+def _trainer_for(estimator):
     from skorch import NeuralNet
 
+    from .training import NeuralClassifierBase
+
+    if isinstance(estimator, NeuralClassifierBase):
+        return _BaseTrainer
     if isinstance(estimator, NeuralNet):
-        return _SkorchAdapter
+        return _SkorchTrainer
     raise TypeError(
-        f"PrunedClassifier wraps a skorch-based classifier (skorch.NeuralNetClassifier or an "
-        f"sktransfer training estimator); got {type(estimator).__name__}."
+        "PrunedClassifier wraps a skorch-based classifier: an sktransfer estimator built on "
+        "sktransfer.training.NeuralClassifierBase (FineTuneClassifier, a student) or a "
+        f"skorch.NeuralNetClassifier; got {type(estimator).__name__}."
     )
 
 
@@ -443,8 +527,8 @@ class _EvalSetScoring(Callback):
     def on_epoch_end(self, net, **kwargs):
         if self.evaluation is None:
             return
-        adapter, X_test, y_test = self.evaluation
-        proba = adapter.predict_proba(net, X_test)
+        X_test, y_test = self.evaluation
+        proba = net.predict_proba(X_test)
         net.history.record("test_acc", float(np.mean(np.argmax(proba, axis=1) == y_test)))
 
     def __getstate__(self):
