@@ -51,6 +51,12 @@ class LeNet300100(nn.Module):
         return self.fc3(torch.relu(self.fc2(x)))
 
 
+HEADER = (
+    "| k | formula % | measured % | weights left | left - formula | ticket acc "
+    "| ticket / dense | re-init acc | best epoch |"
+)
+
+
 def expected_fraction(k: int) -> float:
     """The paper's weights remaining after k rounds: (265200*0.8^k + 1000*0.9^k) / 266200."""
     return (265200 * 0.8**k + 1000 * 0.9**k) / 266200
@@ -148,7 +154,8 @@ def main(argv=None):
     )
     n_valid = len(X) // validation_folds(len(X))
     iterations = args.epochs * -(-(len(X) - n_valid) // 60)
-    report = f"""# Lottery tickets: LeNet-300-100 on MNIST
+    report = (
+        f"""# Lottery tickets: LeNet-300-100 on MNIST
 
 Command: `{command.strip()}`
 Machine: {platform.machine()} CPU, 2 shared cores (torch.set_num_threads(1)), no GPU;
@@ -163,15 +170,16 @@ instead of the paper's 50,000 iterations, {args.rounds} rounds (the paper prunes
 Accuracy: test accuracy (10,000 images) at the epoch of the lowest validation loss; the ratio
 is against the dense network (round 0) of the same run.
 
-| round k | paper formula % | measured % | weights left | left - formula | ticket test acc | ticket / dense | re-init test acc | best epoch |
-| --- | --- | --- | --- | --- | --- | --- | --- | --- |
-""" + "\n".join(rows) + f"""
+"""
+        + "\n".join([HEADER, "|" + " --- |" * 9, *rows])
+        + f"""
 
 "left - formula" is the measured count minus 266200 x formula: below one weight per layer,
 because each round removes round(0.2 x remaining) whole weights per layer.
 
 ![accuracy vs weights remaining]({png.name})
 """
+    )
     (RESULTS / f"{args.out}.md").write_text(report)
     print(report)
 

@@ -15,6 +15,7 @@ from numbers import Integral, Real
 
 import numpy as np
 import pandas as pd
+import scipy.sparse as sp
 import torch
 from sklearn.base import BaseEstimator, ClassifierMixin, _fit_context, clone
 from sklearn.utils import get_tags
@@ -188,6 +189,7 @@ class PrunedClassifier(ClassifierMixin, BaseEstimator):
         self : PrunedClassifier
         """
         unit, rewind_at = _check_rewind(self.rewind)
+        _reject_sparse(X)
         seed = _seed(self.random_state)
         trainer = _trainer_for(self.estimator)
         capture = _RewindCapture(unit, rewind_at)
@@ -257,6 +259,7 @@ class PrunedClassifier(ClassifierMixin, BaseEstimator):
         ndarray of shape (n_samples, n_classes)
         """
         check_is_fitted(self)
+        _reject_sparse(X)
         trainer = _trainer_for(self.estimator_)
         X = trainer.eval_inputs(self.estimator_, X, getattr(self, "n_features_in_", None))
         return trainer.predict_proba(self.estimator_, X)
@@ -272,11 +275,11 @@ class PrunedClassifier(ClassifierMixin, BaseEstimator):
         -------
         ndarray of shape (n_samples,)
         """
-        return self.classes_[np.argmax(self.predict_proba(X), axis=1)]
+        proba = self.predict_proba(X)
+        return self.classes_[np.argmax(proba, axis=1)]
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
-        tags.non_deterministic = True
         try:
             tags.input_tags = get_tags(self.estimator).input_tags
         except (TypeError, AttributeError):  # a skorch net predates sklearn's tags
@@ -551,6 +554,14 @@ def _history_metrics(history) -> dict:
         out["test_accuracy"] = test_acc[-1]
         out["test_accuracy_at_best"] = test_acc[best] if best is not None else math.nan
     return out
+
+
+def _reject_sparse(X):
+    if sp.issparse(X):
+        raise TypeError(
+            f"PrunedClassifier got a sparse {type(X).__name__}; sparse input is not supported "
+            "by its networks. Convert it with X.toarray() first."
+        )
 
 
 def _check_rewind(rewind):

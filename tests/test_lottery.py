@@ -158,9 +158,8 @@ def test_pruned_weights_are_exactly_zero_after_training():
         assert not layer.weight_orig[pruned].any()  # not even decayed or moved by Adam
     x = torch.from_numpy(X[:4])
     module.eval()
-    kept = module(x)
-    assert torch.equal(module.get_submodule("0").weight, module[0].weight_orig * module[0].weight_mask)
-    assert kept.shape == (4, 3)
+    assert module(x).shape == (4, 3)  # the forward hook recomputes weight = orig * mask
+    assert torch.equal(module[0].weight, module[0].weight_orig * module[0].weight_mask)
 
 
 def test_every_round_starts_from_the_initial_weights_of_the_survivors():
@@ -318,14 +317,11 @@ def test_grid_search_in_parallel():
 
 
 EXPECTED_FAILED_CHECKS = {
-    # Training shuffles and splits with torch's generator seeded by random_state; the checks
-    # compare fits on permuted or re-ordered samples, which trains on other batches.
-    "check_methods_subset_invariance": "mini-batch networks: batch composition changes logits",
-    "check_methods_sample_order_invariance": "batch composition changes float rounding",
-    "check_fit_idempotent": "float rounding differs between batch orders; not bit-identical",
-    # A 3-epoch tiny network does not reach the accuracy the check asks for on its dataset.
-    "check_classifiers_train": "3 epochs of a tiny network are below the check's 83 % bar",
-    "check_classifiers_one_label_sample_weights": "no sample_weight support",
+    # Input reading belongs to the shared base (sktransfer.images.check_images via
+    # NeuralClassifierBase), which reads arrays as images or vectors, not as generic tables.
+    "check_dtype_object": "check_images rejects object arrays of numbers (read as paths)",
+    "check_classifier_data_not_an_array": "check_images does not accept array-likes without len",
+    "check_fit2d_predict1d": "check_images' error says 'Expected images...', not 'Reshape...'",
 }
 
 

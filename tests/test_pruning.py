@@ -19,7 +19,8 @@ def _seed():
 
 
 def mlp():
-    return nn.Sequential(nn.Linear(20, 30), nn.ReLU(), nn.Linear(30, 10), nn.ReLU(), nn.Linear(10, 3))
+    layers = [nn.Linear(20, 30), nn.ReLU(), nn.Linear(30, 10), nn.ReLU(), nn.Linear(10, 3)]
+    return nn.Sequential(*layers)
 
 
 def convnet():
