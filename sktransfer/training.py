@@ -18,7 +18,9 @@ Hook contract (subclasses override these; each has a working default unless mark
     float in [0, 1] at their own size, or vectors).
 ``_build_module(self, n_classes) -> torch.nn.Module``  (required)
     The network to train, on the CPU, with ``requires_grad`` already set on what trains.
-    Called inside ``seeded(random_state)`` after labels are known.
+    Called inside ``seeded(random_state)`` after labels are known. ``self._example_batch()``
+    returns a preprocessed batch of (up to) two training samples, e.g. to initialise lazy
+    modules or to probe output sizes.
 ``_param_groups(self, module) -> list[dict]``
     Optimizer parameter groups (``{"params": [...], "lr": ...}``, torch's format). Default:
     every parameter with ``requires_grad`` at ``self.lr``. Groups without an ``lr`` get
@@ -681,7 +683,11 @@ class NeuralClassifierBase(ClassifierMixin, BaseEstimator):
             inputs = self._check_inputs(X, reset=True)
             check_consistent_length(inputs, y)
             y_encoded = self._encode_labels(y)
-            module = self._build_module(len(self.classes_))
+            self._build_inputs = inputs
+            try:
+                module = self._build_module(len(self.classes_))
+            finally:
+                del self._build_inputs
         self.net_ = self._make_net(module, amp_dtype)
         return inputs, y_encoded
 
@@ -707,6 +713,12 @@ class NeuralClassifierBase(ClassifierMixin, BaseEstimator):
         with seeded(seed):
             net.partial_fit(train)
         self._after_training(epochs_before, net.max_epochs)
+
+    def _example_batch(self) -> torch.Tensor:
+        """Up to two preprocessed training samples (only while ``_build_module`` runs)."""
+        inputs = self._build_inputs[: min(2, len(self._build_inputs))]
+        batch = next(inputs.batches(self.preprocessing_.transform, 2))
+        return self.preprocessing_.finish(batch, augment=False)
 
     def _set_module(self, module: nn.Module) -> None:
         """Replace the trained network (on the CPU; it is moved to ``device_``)."""
