@@ -194,25 +194,25 @@ class PrunedClassifier(ClassifierMixin, BaseEstimator):
         trainer = _trainer_for(self.estimator)
         capture = _RewindCapture(unit, rewind_at)
         scoring = _EvalSetScoring()
+        if eval_set is not None:
+            scoring.evaluation = (*_check_eval_set(eval_set, y), trainer.eval_inputs)
         with seeded(seed):
-            fitted, data, self.classes_, n_features = trainer.build(
-                self.estimator, X, y, [capture, scoring]
-            )
+            # Round 0: the wrapped estimator's own fit (a FineTuneClassifier fine-tunes), with
+            # callbacks that snapshot the weights to rewind to and score the eval set.
+            fitted, data = trainer.fit(self.estimator, X, y, [capture, scoring])
+            self.classes_ = trainer.classes(fitted, y)
+            n_features = trainer.n_features(fitted, data)
             if n_features is not None:
                 self.n_features_in_ = n_features
             elif hasattr(self, "n_features_in_"):
                 del self.n_features_in_
-            if eval_set is not None:
-                evaluation = self._check_eval_set(trainer, fitted, eval_set)
-                # Callbacks are copied into the net; set the test set on the copy it runs.
-                trainer.callback(fitted, "lottery_eval").evaluation = evaluation
             capture = trainer.callback(fitted, "lottery_rewind")
             module = trainer.module(fitted)
             self.layers_ = pruning.prunable_layers(module, self.layers)
             self.output_layer_ = self._resolve_output_layer()
             pruning.attach_masks(module, self.layers_)
-            self.init_state_ = pruning.snapshot(module)
-            rows = [self._train_round(trainer, fitted, data, 0, "")]
+            self.init_state_ = capture.init_state
+            rows = [self._record(trainer, fitted, 0, 0, "")]
             if capture.state is None:
                 raise ValueError(
                     f"rewind={self.rewind!r} asks for the weights after {rewind_at} "
@@ -235,7 +235,8 @@ class PrunedClassifier(ClassifierMixin, BaseEstimator):
                     control = self._train_control(trainer, fitted, data, seed, round_)
                 pruning.rewind(module, self.rewind_state_)
                 rows.append({**self._train_round(trainer, fitted, data, round_, ""), **control})
-        trainer.callback(fitted, "lottery_eval").evaluation = None  # keep no test set
+        evaluator = trainer.callback(fitted, "lottery_eval")
+        evaluator.evaluation = evaluator.prepared = None  # the fitted model keeps no test set
         self.masks_ = {
             name: module.get_submodule(name).weight_mask.detach().to("cpu", torch.bool)
             for name in self.layers_
@@ -261,7 +262,12 @@ class PrunedClassifier(ClassifierMixin, BaseEstimator):
         check_is_fitted(self)
         _reject_sparse(X)
         trainer = _trainer_for(self.estimator_)
-        X = trainer.eval_inputs(self.estimator_, X, getattr(self, "n_features_in_", None))
+        n_features = getattr(self, "n_features_in_", None)
+        if n_features is not None and np.ndim(X) == 2 and np.shape(X)[1] != n_features:
+            raise ValueError(
+                f"X has {np.shape(X)[1]} features, but PrunedClassifier is expecting "
+                f"{n_features} features as input (the number it was fitted with)."
+            )
         return trainer.predict_proba(self.estimator_, X)
 
     def predict(self, X):
@@ -300,26 +306,12 @@ class PrunedClassifier(ClassifierMixin, BaseEstimator):
             )
         return self.output_layer
 
-    def _check_eval_set(self, trainer, fitted, eval_set):
-        if not (isinstance(eval_set, tuple | list) and len(eval_set) == 2):
-            raise ValueError(
-                f"eval_set must be a pair (X_test, y_test); got a {type(eval_set).__name__}."
-            )
-        X_test, y_test = eval_set
-        y_test = np.asarray(y_test)
-        unknown = np.setdiff1d(y_test, self.classes_)
-        if unknown.size:
-            raise ValueError(
-                f"eval_set holds labels {unknown[:10].tolist()} that are not in the training "
-                f"labels {self.classes_[:10].tolist()}."
-            )
-        X_test = trainer.eval_inputs(fitted, X_test, getattr(self, "n_features_in_", None))
-        return X_test, np.searchsorted(self.classes_, y_test).astype(np.int64)
-
     def _train_round(self, trainer, fitted, data, round_, prefix):
-        history = trainer.history(fitted)
-        epochs_before = len(history)
+        epochs_before = len(trainer.history(fitted))
         trainer.train(fitted, data)
+        return self._record(trainer, fitted, round_, epochs_before, prefix)
+
+    def _record(self, trainer, fitted, round_, epochs_before, prefix):
         pruning.refresh_masked_weights(trainer.module(fitted))
         history = trainer.history(fitted)
         module = trainer.module(fitted)
@@ -360,18 +352,32 @@ class PrunedClassifier(ClassifierMixin, BaseEstimator):
 class _BaseTrainer:
     """Drives a :class:`sktransfer.training.NeuralClassifierBase` through its hooks.
 
-    ``_prepare_fit`` reads X and the labels and builds the network; ``_continue_training``
+    Round 0 is the estimator's own ``fit``; later rounds call ``_continue_training``, which
     trains ``net_.module_`` in place with a fresh optimizer (so no Adam or momentum state
-    carries over between rounds) and accumulates the history.
+    carries over between rounds) and appends to the history.
     """
 
     @staticmethod
-    def build(estimator, X, y, callbacks):
+    def fit(estimator, X, y, callbacks):
         fitted = clone(estimator)
         named = [("lottery_rewind", callbacks[0]), ("lottery_eval", callbacks[1])]
         fitted.set_params(callbacks=list(estimator.callbacks or []) + named)
-        inputs, y_encoded = fitted._prepare_fit(X, y)
-        return fitted, (inputs, y_encoded), fitted.classes_, getattr(fitted, "n_features_in_", None)
+        if "cache_features" in fitted.get_params():
+            # Training the head on cached features swaps the network for its head while
+            # training; the rewind snapshots need the whole network.
+            fitted.set_params(cache_features=False)
+        fitted.fit(X, y)
+        inputs = fitted._check_inputs(X, reset=False)
+        y_encoded = np.searchsorted(fitted.classes_, column_or_1d(y)).astype(np.int64)
+        return fitted, (inputs, y_encoded)
+
+    @staticmethod
+    def n_features(fitted, data):
+        return getattr(fitted, "n_features_in_", None)
+
+    @staticmethod
+    def classes(fitted, y):
+        return fitted.classes_
 
     @staticmethod
     def module(fitted):
@@ -390,23 +396,24 @@ class _BaseTrainer:
         fitted._continue_training(*data)
 
     @staticmethod
-    def eval_inputs(fitted, X, n_features):
+    def eval_inputs(net, X):
+        """``X`` read the way the estimator owning ``net`` reads it (once, on first use)."""
         from .training import ImageDataset
 
-        inputs = fitted._check_inputs(X, reset=False)
-        return ImageDataset(inputs, None, preprocessing=fitted.preprocessing_)
+        owner = net.owner
+        inputs = owner._check_inputs(X, reset=False)
+        return ImageDataset(inputs, None, preprocessing=owner.preprocessing_)
 
     @staticmethod
     def predict_proba(fitted, X):
-        with torch.inference_mode():
-            return fitted.net_.predict_proba(X).astype(np.float64)
+        return fitted.predict_proba(X)
 
 
 class _SkorchTrainer:
     """Drives a plain ``skorch.NeuralNetClassifier`` on numeric arrays (X as given)."""
 
     @staticmethod
-    def build(estimator, X, y, callbacks):
+    def fit(estimator, X, y, callbacks):
         y = column_or_1d(y, warn=True)
         check_classification_targets(y)
         classes, y_encoded = np.unique(y, return_inverse=True)
@@ -422,8 +429,17 @@ class _SkorchTrainer:
             )
         named = [("lottery_rewind", callbacks[0]), ("lottery_eval", callbacks[1])]
         fitted.set_params(callbacks=list(fitted.callbacks or []) + named)
-        fitted.initialize()
-        return fitted, (X, y_encoded.astype(np.int64)), classes, X.shape[1]
+        data = (X, y_encoded.astype(np.int64))
+        fitted.fit(*data)
+        return fitted, data
+
+    @staticmethod
+    def n_features(fitted, data):
+        return data[0].shape[1] if data[0].ndim == 2 else None
+
+    @staticmethod
+    def classes(fitted, y):
+        return np.unique(column_or_1d(y))  # the net itself was trained on their indices
 
     @staticmethod
     def module(fitted):
@@ -444,18 +460,12 @@ class _SkorchTrainer:
         fitted.partial_fit(*data)
 
     @staticmethod
-    def eval_inputs(fitted, X, n_features):
-        X = check_array(X, dtype=np.float32, allow_nd=True)
-        if X.shape[1] != n_features:
-            raise ValueError(
-                f"X has {X.shape[1]} features, but PrunedClassifier was fitted on "
-                f"{n_features} features."
-            )
-        return X
+    def eval_inputs(net, X):
+        return check_array(X, dtype=np.float32, allow_nd=True)
 
     @staticmethod
     def predict_proba(fitted, X):
-        return fitted.predict_proba(X)
+        return fitted.predict_proba(check_array(X, dtype=np.float32, allow_nd=True))
 
 
 def _trainer_for(estimator):
@@ -478,23 +488,26 @@ def _trainer_for(estimator):
 
 
 class _RewindCapture(Callback):
-    """Snapshot of the network at initialisation or after ``k`` epochs / iterations."""
+    """Snapshots at initialisation and, for late rewinding, after ``k`` epochs / iterations."""
 
     def __init__(self, unit="init", k=0):
         self.unit = unit
         self.k = k
         self.active = True
+        self.init_state = None
         self.state = None
         self.epochs = 0
         self.iterations = 0
 
     def initialize(self):
-        # skorch re-initialises callbacks every round; the snapshot must outlive that.
+        # skorch re-initialises callbacks when a net is (re)built; the snapshots stay.
         return self
 
     def on_train_begin(self, net, **kwargs):
-        if self.active and (self.unit == "init" or self.k == 0):
-            self.state = pruning.snapshot(net.module_)
+        if self.active:
+            self.init_state = pruning.snapshot(net.module_)
+            if self.unit == "init" or self.k == 0:
+                self.state = self.init_state
 
     def on_batch_end(self, net, batch=None, training=False, **kwargs):
         if self.active and training:
@@ -510,33 +523,47 @@ class _RewindCapture(Callback):
 
     def __getstate__(self):
         state = self.__dict__.copy()
-        state["state"] = None  # the estimator keeps it as rewind_state_
+        state["state"] = state["init_state"] = None  # kept by the estimator (rewind_state_)
         return state
 
 
 class _EvalSetScoring(Callback):
-    """Accuracy on a held-out set after every epoch, written to the history as ``test_acc``."""
+    """Accuracy on a held-out set after every epoch, written to the history as ``test_acc``.
+
+    ``evaluation`` is ``(X_test, y_test_encoded, read)``; ``read(net, X_test)`` turns X into
+    what the net predicts on, once, when training starts (the estimator's preprocessing is
+    only known then).
+    """
 
     def __init__(self, evaluation=None):
         self.evaluation = evaluation
+        self.prepared = None
 
     def initialize(self):
         return self
 
     def __deepcopy__(self, memo):
-        # The re-init control copies the whole net each round; share the (read-only) test set.
-        return type(self)(self.evaluation)
+        # Nets are copied (the base copies its callbacks, the re-init control copies the whole
+        # estimator); share the read-only test set instead of copying it.
+        copied = type(self)(self.evaluation)
+        copied.prepared = self.prepared
+        return copied
+
+    def on_train_begin(self, net, **kwargs):
+        if self.evaluation is not None and self.prepared is None:
+            X_test, _, read = self.evaluation
+            self.prepared = read(net, X_test)
 
     def on_epoch_end(self, net, **kwargs):
         if self.evaluation is None:
             return
-        X_test, y_test = self.evaluation
-        proba = net.predict_proba(X_test)
+        proba = net.predict_proba(self.prepared)
+        y_test = self.evaluation[1]
         net.history.record("test_acc", float(np.mean(np.argmax(proba, axis=1) == y_test)))
 
     def __getstate__(self):
         state = self.__dict__.copy()
-        state["evaluation"] = None
+        state["evaluation"] = state["prepared"] = None
         return state
 
 
@@ -554,6 +581,25 @@ def _history_metrics(history) -> dict:
         out["test_accuracy"] = test_acc[-1]
         out["test_accuracy_at_best"] = test_acc[best] if best is not None else math.nan
     return out
+
+
+def _check_eval_set(eval_set, y):
+    """``(X_test, y_test encoded)``; labels encoded as the base does (sorted unique of y)."""
+    if not (isinstance(eval_set, tuple | list) and len(eval_set) == 2):
+        raise ValueError(
+            f"eval_set must be a pair (X_test, y_test); got a {type(eval_set).__name__}."
+        )
+    X_test, y_test = eval_set
+    _reject_sparse(X_test)
+    classes = np.unique(column_or_1d(y))
+    y_test = column_or_1d(y_test)
+    unknown = np.setdiff1d(y_test, classes)
+    if unknown.size:
+        raise ValueError(
+            f"eval_set holds labels {unknown[:10].tolist()} that are not in the training "
+            f"labels {classes[:10].tolist()}."
+        )
+    return X_test, np.searchsorted(classes, y_test).astype(np.int64)
 
 
 def _reject_sparse(X):
