@@ -9,6 +9,7 @@ from .backbones import Backbone, block_layers, list_backbones, list_layers, load
 from .extraction import DeepFeatureExtractor
 from .finetune import FineTuneClassifier
 from .images import check_images, load_image_folder
+from .lottery import PrunedClassifier, plot_lottery
 from .postprocessing import LayerwiseNormalizer, TernaryDiscretizer, make_full_network_embedding
 
 __version__ = "0.1.0"
@@ -26,4 +27,6 @@ __all__ = [
     "load_backbone",
     "load_image_folder",
     "make_full_network_embedding",
+    "PrunedClassifier",
+    "plot_lottery",
 ]
