@@ -14,7 +14,7 @@ from skorch import NeuralNetClassifier
 from skorch.callbacks import Callback
 from torch import nn
 
-from sktransfer import pruning
+from sktransfer import FineTuneClassifier, pruning
 from sktransfer.lottery import PrunedClassifier, plot_lottery
 from sktransfer.training import NeuralClassifierBase
 
@@ -217,6 +217,40 @@ def test_pretrained_frozen_layers_are_neither_pruned_nor_changed():
     module = clf.estimator_.net_.module_
     assert not pruning.is_pruned(module[0])
     assert torch.equal(module[0].weight.cpu(), clf.init_state_["0.weight"])
+
+
+def test_a_fine_tuned_network_is_pruned_where_it_trains_and_rewound_late():
+    X, y = data()
+    torch.manual_seed(0)
+    pretrained = nn.Sequential(
+        nn.Linear(6, 16), nn.ReLU(), nn.Linear(16, 8), nn.ReLU(), nn.Linear(8, 5)
+    )
+    bottom = pretrained[0].weight.detach().clone()
+    recorder = StartRecorder()
+    finetune = FineTuneClassifier(
+        pretrained,
+        train_layers=1,  # the top block (body.2) and the new head
+        optimizer="adam",
+        lr=0.01,
+        max_epochs=3,
+        early_stopping=True,
+        validation_fraction=0.25,
+        callbacks=[recorder],
+        random_state=0,
+    )
+    clf = PrunedClassifier(finetune, prune_rate=0.5, n_rounds=2, rewind=("iteration", 2))
+    clf.set_params(random_state=0).fit(X, y)
+    assert clf.layers_ == ["body.2", "head.0"] and clf.output_layer_ == "head.0"
+    module = clf.estimator_.net_.module_
+    assert torch.equal(module.body[0].weight, bottom)  # frozen: neither pruned nor trained
+    assert clf.history_["n_remaining"].tolist() == [152, 76, 38]
+    assert clf.history_["valid_accuracy_at_best"].notna().all()
+    late = clf.rewind_state_
+    assert not torch.equal(late["head.0.weight"], clf.init_state_["head.0.weight"])
+    for start in recorder_of(clf).starts[1:]:
+        mask = start["body.2.weight_mask"]
+        assert torch.equal(start["body.2.weight_orig"], late["body.2.weight"] * mask)
+    assert set(clf.predict(X)) <= {"a", "b", "c"}
 
 
 def test_predict_returns_the_original_labels():
