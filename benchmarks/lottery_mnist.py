@@ -174,7 +174,7 @@ is against the dense network (round 0) of the same run.
         + "\n".join([HEADER, "|" + " --- |" * 9, *rows])
         + f"""
 
-"left - formula" is the measured count minus 266200 x formula: below one weight per layer,
+"left - formula" is the measured count minus 266200 x formula: under 1.5 weights in all,
 because each round removes round(0.2 x remaining) whole weights per layer.
 
 ![accuracy vs weights remaining]({png.name})

@@ -679,6 +679,11 @@ def plot_lottery(history, *, metric="test_accuracy_at_best", ax=None, label="win
         y.iloc[0] = history[metric].iloc[0]
         ax.plot(x, y, "s--", label="random re-init")
     ax.set_xscale("log")
+    # Label the measured fractions themselves (100, 80, ..., 3.6), not powers of ten.
+    picks = np.unique(np.linspace(0, len(percent) - 1, min(len(percent), 8)).round().astype(int))
+    ticks = list(percent.iloc[picks])
+    ax.set_xticks(ticks, [f"{t:.3g}" for t in ticks])
+    ax.minorticks_off()
     ax.invert_xaxis()
     ax.set_xlabel("weights remaining (%)")
     ax.set_ylabel(metric.replace("_", " "))
