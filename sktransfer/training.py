@@ -38,6 +38,16 @@ Hook contract (subclasses override these; each has a working default unless mark
     are all frozen (:func:`frozen_submodules`), so frozen BatchNorm statistics never drift and
     dropout inside a frozen block does not perturb the features it feeds.
 
+Subclassing: list every base parameter in the subclass's own ``__init__`` (keyword-only,
+stored verbatim, passed to ``super().__init__``), extend ``_parameter_constraints`` with
+``{**NeuralClassifierBase._parameter_constraints, ...}``, and keep ``fit`` as
+``inputs, y_encoded = self._prepare_fit(X, y)`` then ``self._continue_training(inputs,
+y_encoded)`` (plus whatever comes after). ``inputs`` is an
+:class:`~sktransfer.images.ImageInputs`; to read it through a frozen network (a teacher) use
+:mod:`sktransfer.activations`. The validation loss goes through the same criterion (with the
+validation samples' targets), so a criterion taking dict targets works there too.
+``tests/test_training.py`` has a minimal subclass.
+
 Continuing training (pruning rewinds weights and retrains without rebuilding): after ``fit``
 or :meth:`_prepare_fit`, change ``self.net_.module_`` in place (or give a new module to
 :meth:`_set_module`) and call :meth:`_continue_training`; it re-creates the optimizer from
@@ -56,7 +66,9 @@ from dataclasses import dataclass
 from numbers import Integral, Real
 
 import numpy as np
+import scipy.sparse as sp
 import torch
+from PIL import Image
 from sklearn.base import BaseEstimator, ClassifierMixin, _fit_context
 from sklearn.model_selection import StratifiedShuffleSplit
 from sklearn.utils._param_validation import Interval, StrOptions
@@ -369,8 +381,9 @@ class _Net(NeuralNetClassifier):
     ``owner`` is the estimator: parameter groups and frozen modules come from its hooks.
     """
 
-    def __init__(self, *args, owner=None, amp_dtype=None, channels_last=False, n_workers=1,
-                 **kwargs):  # fmt: skip
+    def __init__(
+        self, *args, owner=None, amp_dtype=None, channels_last=False, n_workers=1, **kwargs
+    ):
         self.owner = owner
         self.amp_dtype = amp_dtype
         self.channels_last = channels_last
@@ -669,7 +682,8 @@ class NeuralClassifierBase(ClassifierMixin, BaseEstimator):
         -------
         ndarray of shape (n_samples,)
         """
-        return self.classes_[np.argmax(self.predict_proba(X), axis=1)]
+        proba = self.predict_proba(X)
+        return self.classes_[np.argmax(proba, axis=1)]
 
     # ------------------------------------------------------------------ training steps
 
@@ -805,10 +819,13 @@ class NeuralClassifierBase(ClassifierMixin, BaseEstimator):
         return callbacks
 
     def _check_inputs(self, X, reset: bool) -> ImageInputs:
+        if self.preprocessing_.takes_vectors and _is_tabular(X):
+            # scikit-learn's own validation, for its error messages (sparse, 1-D, dtype)
+            X = validate_data(
+                self, X, reset=reset, dtype=[np.float32, np.float64], ensure_all_finite=True
+            )
         inputs = check_images(X, allow_vectors=self.preprocessing_.takes_vectors)
-        if inputs.kind == "vectors":
-            validate_data(self, X, reset=reset, dtype=None, ensure_all_finite=True)
-        elif reset and hasattr(self, "n_features_in_"):
+        if inputs.kind != "vectors" and reset and hasattr(self, "n_features_in_"):
             del self.n_features_in_
         kind = "vectors" if inputs.kind == "vectors" else "images"
         if reset:
@@ -872,6 +889,23 @@ class NeuralClassifierBase(ClassifierMixin, BaseEstimator):
         if "net_" in state:
             self.device_ = torch.device(self.net_.device)
             self.net_.channels_last = self._channels_last(self.net_.module_)
+
+
+def _is_tabular(X) -> bool:
+    """Whether X is a table (sparse, or numbers in at most 2 dimensions), not images."""
+    if sp.issparse(X):
+        return True
+    if isinstance(X, str | os.PathLike | Image.Image):
+        return False
+    try:
+        array = np.asarray(X)
+    except (TypeError, ValueError):
+        return False
+    if array.dtype.kind in "USV" or array.ndim > 2:
+        return False
+    if array.dtype == object:
+        return not any(isinstance(v, str | os.PathLike | Image.Image) for v in array.flat)
+    return True
 
 
 def _seed(random_state):
