@@ -20,6 +20,7 @@ from .engines import EngineWarning
 from .extraction import DeepFeatureExtractor
 from .finetune import FineTuneClassifier
 from .images import check_images, load_image_folder
+from .lottery import PrunedClassifier, plot_lottery
 from .postprocessing import LayerwiseNormalizer, TernaryDiscretizer, make_full_network_embedding
 
 __version__ = "0.1.0"
@@ -48,4 +49,6 @@ __all__ = [
     "MemoryCache",
     "clear_cache",
     "EngineWarning",
+    "PrunedClassifier",
+    "plot_lottery",
 ]
