@@ -25,3 +25,8 @@ __all__ = [
     "load_image_folder",
     "make_full_network_embedding",
 ]
+
+from .distilled import DistilledClassifier, born_again  # noqa: E402
+from .students import build_student  # noqa: E402
+
+__all__ += ["DistilledClassifier", "born_again", "build_student"]

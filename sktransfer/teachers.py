@@ -24,6 +24,7 @@ from .activations import FrozenNetwork, extract_activations
 from .backbones import Backbone, _graph_nodes, load_backbone, penultimate_layer
 from .distillation import probabilities_to_logits
 from .images import ImageInputs
+from .students import StudentTransform
 
 __all__ = ["TeacherOutputs", "is_torch_teacher", "prepare_teacher", "teacher_outputs"]
 
@@ -68,7 +69,10 @@ def prepare_teacher(teacher, X, y):
     if isinstance(teacher, Backbone):
         return teacher
     if isinstance(teacher, nn.Module):
-        return load_backbone(teacher)
+        backbone = load_backbone(teacher)
+        # A bare module takes float images in [0, 1] at their own size (uint8 would not run).
+        backbone.transform = StudentTransform(None, mean=None)
+        return backbone
     if not hasattr(teacher, "predict_proba") or not (
         is_classifier(teacher) or hasattr(teacher, "classes_")
     ):
@@ -211,8 +215,8 @@ def teacher_module(teacher) -> nn.Module | None:
     if isinstance(teacher, nn.Module):
         return teacher
     estimator = _final_step(teacher)
-    for attribute in ("student_module_", "module_"):
-        module = getattr(estimator, attribute, None)
-        if isinstance(module, nn.Module):
-            return module
-    return None
+    student = getattr(estimator, "student_", None)  # a DistilledClassifier
+    module = getattr(student, "module", None) if student is not None else None
+    if module is None:
+        module = getattr(estimator, "module_", None)  # a skorch-based estimator
+    return module if isinstance(module, nn.Module) else None
