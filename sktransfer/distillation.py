@@ -177,7 +177,9 @@ class DistillationLoss(nn.Module):
     The forward pass takes ``outputs``, the student's logits or a ``(logits, extras)`` tuple
     whose dict ``extras`` holds the adapted hint and the embedding, and ``targets``, a dict
     with ``"label"`` (int64, -1 for unlabelled), ``"teacher"`` (the teacher's logits) and, as
-    needed, ``"hint"`` and ``"embedding"``. It stores the last batch's terms in ``terms``.
+    needed, ``"hint"`` and ``"embedding"``; the hint and relation terms are left out when
+    ``extras`` lacks them (a student in eval mode). It stores the last batch's terms in
+    ``terms``.
     """
 
     def __init__(self, temperature=4.0, alpha=0.9, hint_weight=0.0, relation_weight=0.0):
@@ -202,11 +204,11 @@ class DistillationLoss(nn.Module):
             kd = kd_loss(logits, targets["teacher"], self.temperature)
             total = total + self.alpha * kd
             terms["kd"] = kd
-        if self.hint_weight > 0:
+        if self.hint_weight > 0 and "hint" in extras:  # absent in eval mode (validation)
             hint = hint_loss(extras["hint"], targets["hint"])
             total = total + self.hint_weight * hint
             terms["hint"] = hint
-        if self.relation_weight > 0 and logits.shape[0] > 2:
+        if self.relation_weight > 0 and "embedding" in extras and logits.shape[0] > 2:
             distance = rkd_distance_loss(extras["embedding"], targets["embedding"])
             angle = rkd_angle_loss(extras["embedding"], targets["embedding"])
             total = total + self.relation_weight * (distance + 2 * angle)

@@ -1,4 +1,10 @@
-"""DistilledClassifier: knowledge distillation from any fitted teacher into a small student."""
+"""DistilledClassifier: knowledge distillation from any fitted teacher into a small student.
+
+Built on the shared training base (:class:`sktransfer.training.NeuralClassifierBase`): the
+teacher is queried once in ``_setup``, its answers become per-sample training targets in
+``_training_targets``, and :class:`~sktransfer.distillation.DistillationLoss` is the
+``_criterion``.
+"""
 
 from __future__ import annotations
 
@@ -8,30 +14,38 @@ from numbers import Integral, Real
 
 import numpy as np
 import torch
-from sklearn.base import BaseEstimator, ClassifierMixin, _fit_context
-from sklearn.utils._param_validation import Interval
+from sklearn.base import _fit_context
+from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.multiclass import check_classification_targets
-from sklearn.utils.validation import check_is_fitted, validate_data
+from sklearn.utils.validation import check_is_fitted, column_or_1d
 from torch import nn
 
-from .activations import FrozenNetwork, extract_activations
-from .backbones import Backbone, _graph_nodes
-from .devices import available_or_cpu, resolve_device, seeded
+from .backbones import Backbone
 from .distillation import DistillationLoss, HintAdapter
 from .images import check_images
 from .students import Student, StudentTransform, build_student, reset_parameters
-from .teachers import is_torch_teacher, prepare_teacher, teacher_module, teacher_outputs
+from .teachers import (
+    is_torch_teacher,
+    prepare_teacher,
+    teacher_backbone,
+    teacher_module,
+    teacher_outputs,
+    unfrozen,
+)
+from .training import NeuralClassifierBase, Preprocessing
 
 __all__ = ["DistilledClassifier", "born_again"]
 
 
 class DistillationNetwork(nn.Module):
-    """The student during training: its logits, plus what the extra losses compare.
+    """The student during training: its logits, plus what the hint and relation losses compare.
 
-    With a hint layer or relation losses, ``forward`` returns ``(logits, extras)``: the hint
-    layer's output passed through the adapter, and the input of the student's last linear
-    layer (its embedding). The layers are read with forward hooks that live only for the
-    duration of one forward pass, so the student module stays a plain, picklable module.
+    In training mode with a hint layer or relation losses, ``forward`` returns one tensor,
+    ``[logits | adapted hint | embedding]`` flattened per sample and concatenated: the shared
+    base casts the module's output with ``.float()``, so it must be a single tensor (a
+    ``(logits, extras)`` tuple would not pass). :class:`PackedDistillationLoss` unpacks it. In
+    eval mode (validation, prediction) it returns the logits alone. The layers are read with
+    forward hooks that live for one forward pass, so the student stays a plain module.
     """
 
     def __init__(self, student: nn.Module, adapter=None, hint_layer=None, embedding=False):
@@ -42,7 +56,7 @@ class DistillationNetwork(nn.Module):
         self.embedding = embedding
 
     def forward(self, x):
-        if self.hint_layer is None and not self.embedding:
+        if not self.training or (self.hint_layer is None and not self.embedding):
             return self.student(x)
         captured, handles = {}, []
         if self.hint_layer is not None:
@@ -58,12 +72,38 @@ class DistillationNetwork(nn.Module):
         finally:
             for handle in handles:
                 handle.remove()
-        extras = {}
+        parts = [logits]
         if self.hint_layer is not None:
-            extras["hint"] = self.adapter(captured["hint"])
+            parts.append(self.adapter(captured["hint"]).flatten(1))
         if self.embedding:
-            extras["embedding"] = captured["embedding"]
-        return logits, extras
+            parts.append(captured["embedding"].flatten(1))
+        return torch.cat([p.to(logits.dtype) for p in parts], dim=1)
+
+
+class PackedDistillationLoss(nn.Module):
+    """Unpacks :class:`DistillationNetwork`'s training output for
+    :class:`~sktransfer.distillation.DistillationLoss`; plain logits pass through."""
+
+    def __init__(self, loss: DistillationLoss, n_classes: int, hint_width: int = 0):
+        super().__init__()
+        self.loss = loss
+        self.n_classes = n_classes
+        self.hint_width = hint_width
+
+    def forward(self, outputs, targets):
+        if outputs.shape[1] == self.n_classes:
+            return self.loss(outputs, targets)
+        logits = outputs[:, : self.n_classes]
+        rest = outputs[:, self.n_classes :]
+        extras = {}
+        if self.hint_width:
+            extras["hint"], rest = rest[:, : self.hint_width], rest[:, self.hint_width :]
+        if rest.shape[1]:
+            extras["embedding"] = rest
+        targets = dict(targets)
+        if "hint" in targets:
+            targets["hint"] = targets["hint"].flatten(1)
+        return self.loss((logits, extras), targets)
 
 
 def _named_module(module: nn.Module, name: str) -> nn.Module:
@@ -87,7 +127,7 @@ def _last_linear(module: nn.Module) -> nn.Module:
     return linear[-1]
 
 
-class DistilledClassifier(ClassifierMixin, BaseEstimator):
+class DistilledClassifier(NeuralClassifierBase):
     """A small student network trained to imitate a teacher (knowledge distillation).
 
     The teacher's answers on the transfer set (``X`` plus ``X_unlabeled``) are computed once,
@@ -96,80 +136,79 @@ class DistilledClassifier(ClassifierMixin, BaseEstimator):
     ``(1 - alpha) * CE(y, s) + alpha * T**2 * KL(softmax(t / T) || softmax(s / T))
     + hint_weight * hint + relation_weight * (rkd_distance + 2 * rkd_angle)``
 
-    where t are the teacher's logits (``log p`` for a teacher that only gives probabilities),
-    s the student's, and the cross-entropy covers the labelled samples only (Hinton, Vinyals
-    & Dean, 2015; FitNets, Romero et al., 2015; RKD, Park et al., 2019).
+    where t are the teacher's logits (``log p`` for a teacher that only gives probabilities,
+    so its soft targets are ``softmax(log p / T)``), s the student's, and the cross-entropy
+    covers the labelled samples only (Hinton, Vinyals & Dean, 2015; FitNets, Romero et al.,
+    2015; RKD, Park et al., 2019). Training runs on the shared skorch base: history, early
+    stopping, progress bar, seeding, device and pickling behave as in FineTuneClassifier.
 
     Parameters
     ----------
     teacher : estimator, torch.nn.Module, Backbone or None
         A fitted scikit-learn classifier with ``predict_proba`` (Pipeline, SVC(probability=
-        True), VotingClassifier, FineTuneClassifier, another DistilledClassifier...), a
+        True), VotingClassifier, FineTuneClassifier, another DistilledClassifier...), or a
         network whose outputs are the class logits in the order of the sorted labels (a
         :class:`~sktransfer.backbones.Backbone` carries its preprocessing; a bare module takes
-        images as float tensors in [0, 1] at their own size, or feature vectors). An unfitted
-        estimator is fitted on ``(X, y)`` first: that is what ``clone`` (GridSearchCV) does to
-        a fitted teacher, so wrap a fitted teacher in ``sklearn.frozen.FrozenEstimator`` to
+        images as float in [0, 1] at their own size, or feature vectors). An unfitted
+        estimator is fitted on ``(X, y)`` first: that is what ``clone`` (GridSearchCV) leaves
+        of a fitted teacher, so wrap a fitted teacher in ``sklearn.frozen.FrozenEstimator`` to
         keep it. None trains the student on the labels alone (the 'student alone' baseline).
     student : str or torch.nn.Module, default="cnn-small"
         ``"mlp-<width>-..."``, ``"cnn-<width>-..."``, ``"cnn-small"`` and the other
         :data:`~sktransfer.students.NAMED_STUDENTS`, a torchvision model name (from scratch),
         a module with ``n_classes`` outputs, or ``"teacher"``: the teacher's architecture with
-        fresh weights (born-again networks; needs a teacher with a network).
+        fresh weights (born-again networks; needs a teacher that holds a network).
     temperature : float, default=4
         T, which softens the teacher's and the student's distributions.
     alpha : float in [0, 1], default=0.9
         Weight of the soft-target term; ``1 - alpha`` weighs the labels.
     hint_layers : tuple of (str, str) or None, default=None
-        ``(teacher_layer, student_layer)``: a graph node of a torch teacher
-        (:func:`sktransfer.list_layers`) and a student module name (``"features.1"`` of a
-        small CNN, ``"hidden.0"`` of an MLP) that regresses it through a learned 1x1
-        convolution (maps) or linear layer (vectors).
+        ``(teacher_layer, student_layer)``: a graph node of a torch teacher or of a
+        FineTuneClassifier's network (:func:`sktransfer.list_layers`), and a student module
+        name (``"features.1"`` of a small CNN, ``"hidden.0"`` of an MLP) that regresses it
+        through a learned 1x1 convolution (maps) or linear layer (vectors). Teacher maps are
+        average-pooled to the student map's size.
     hint_weight : float, default=1
         Weight of the hint term when training jointly (``hint_epochs=0``).
     hint_epochs : int, default=0
-        0: hints are a term of the loss throughout. k > 0: FitNets' first stage, k epochs
-        on the hint alone, then the usual training without the hint term.
+        0: the hint is a term of the loss throughout. k > 0: FitNets' first stage, k epochs
+        on the hint alone, then ``max_epochs`` of the usual training without it.
     relation_weight : float, default=0
-        Weight of the relational (RKD distance + angle) terms on each batch's embeddings.
+        Weight of the relational (RKD distance + angle) terms on each batch's embeddings:
+        the input of the student's last linear layer against the teacher's penultimate
+        features (the input of a Pipeline teacher's last step).
     image_size : int or None, default=None
         Student images are resized and centre-cropped to this size (see
         :func:`~sktransfer.students.build_student`).
     max_epochs : int, default=20
-    batch_size : int, default=64
     lr : float, default=1e-3
-        Adam's learning rate.
-    weight_decay : float, default=0
-    early_stopping : bool, default=False
-        Hold out ``validation_fraction`` of the transfer set and stop when its loss has not
-        improved for ``n_iter_no_change`` epochs, keeping the best epoch's weights.
-    validation_fraction : float, default=0.1
-    n_iter_no_change : int, default=5
-    device : str, default="auto"
-    verbose : int, default=0
-        1 prints an epoch table, 2 adds progress bars.
-    random_state : int or None, default=None
-        Seeds the student's initialisation, the batch order and the validation split.
+    batch_size : int, default=64
+    optimizer : {"sgd", "adam", "adamw"} or optimizer class, default="adam"
+    weight_decay, early_stopping, validation_fraction, n_iter_no_change, mixed_precision, \
+device, n_jobs, callbacks, verbose, random_state
+        As in :class:`~sktransfer.training.NeuralClassifierBase`. The validation split is
+        stratified by the labels, and by the teacher's predictions for unlabelled samples;
+        ``valid_acc`` compares with the same. There is no ``augmentation``: the teacher's
+        answers are computed once, for fixed inputs; put augmented copies in ``X_unlabeled``.
 
     Attributes
     ----------
     classes_ : ndarray of shape (n_classes,)
         The teacher's classes (a scikit-learn teacher's ``classes_``, else the sorted labels).
-    student_ : sktransfer.students.Student
-        The trained student (``student_.module``) and its preprocessing.
-    history_ : skorch.history.History
-        Per-epoch losses (``train_loss``, ``valid_loss`` with early stopping).
-    n_epochs_ : int
-        Epochs trained.
+    student_module_ : torch.nn.Module
+        The trained student network (outputs logits).
+    student_name_ : str
     teacher_queries_ : int
-        Passes over the transfer set made by the teacher (1).
-    device_ : torch.device
-    n_features_in_ : int
-        Only for 2-D feature-vector input.
+        Passes the teacher made over the transfer set (1 per fit; 0 without a teacher).
+    n_labelled_, n_unlabelled_ : int
+        Sizes of the two parts of the transfer set.
+    history_, n_epochs_, best_epoch_, n_trainable_params_, n_params_, net_, device_, \
+n_features_in_
+        As in :class:`~sktransfer.training.NeuralClassifierBase` (``n_params_`` includes
+        the hint adapter, which is not needed for prediction).
 
     Examples
     --------
-    >>> import numpy as np
     >>> from sklearn.datasets import load_digits
     >>> from sklearn.linear_model import LogisticRegression
     >>> from sktransfer import DistilledClassifier
@@ -183,6 +222,11 @@ class DistilledClassifier(ClassifierMixin, BaseEstimator):
     """
 
     _parameter_constraints: dict = {
+        **{
+            k: v
+            for k, v in NeuralClassifierBase._parameter_constraints.items()
+            if k != "augmentation"
+        },
         "teacher": "no_validation",  # estimators, modules, Backbones: checked in fit
         "student": [str, nn.Module],
         "temperature": [Interval(Real, 0, None, closed="neither")],
@@ -192,17 +236,11 @@ class DistilledClassifier(ClassifierMixin, BaseEstimator):
         "hint_epochs": [Interval(Integral, 0, None, closed="left")],
         "relation_weight": [Interval(Real, 0, None, closed="left")],
         "image_size": [Interval(Integral, 1, None, closed="left"), None],
-        "max_epochs": [Interval(Integral, 1, None, closed="left")],
-        "batch_size": [Interval(Integral, 1, None, closed="left")],
-        "lr": [Interval(Real, 0, None, closed="neither")],
-        "weight_decay": [Interval(Real, 0, None, closed="left")],
-        "early_stopping": ["boolean"],
-        "validation_fraction": [Interval(Real, 0, 1, closed="neither")],
-        "n_iter_no_change": [Interval(Integral, 1, None, closed="left")],
-        "device": [str],
-        "verbose": ["verbose"],
-        "random_state": ["random_state"],
+        "optimizer": [StrOptions({"sgd", "adam", "adamw"}), type],
     }
+
+    #: Not a parameter: the teacher's answers are computed once for fixed inputs.
+    augmentation = None
 
     def __init__(
         self,
@@ -217,16 +255,36 @@ class DistilledClassifier(ClassifierMixin, BaseEstimator):
         relation_weight=0.0,
         image_size=None,
         max_epochs=20,
-        batch_size=64,
         lr=1e-3,
+        batch_size=64,
+        optimizer="adam",
         weight_decay=0.0,
         early_stopping=False,
         validation_fraction=0.1,
         n_iter_no_change=5,
+        mixed_precision="auto",
         device="auto",
+        n_jobs=None,
+        callbacks=None,
         verbose=0,
         random_state=None,
     ):
+        super().__init__(
+            max_epochs=max_epochs,
+            lr=lr,
+            batch_size=batch_size,
+            optimizer=optimizer,
+            weight_decay=weight_decay,
+            early_stopping=early_stopping,
+            validation_fraction=validation_fraction,
+            n_iter_no_change=n_iter_no_change,
+            mixed_precision=mixed_precision,
+            device=device,
+            n_jobs=n_jobs,
+            callbacks=callbacks,
+            verbose=verbose,
+            random_state=random_state,
+        )
         self.teacher = teacher
         self.student = student
         self.temperature = temperature
@@ -236,16 +294,6 @@ class DistilledClassifier(ClassifierMixin, BaseEstimator):
         self.hint_epochs = hint_epochs
         self.relation_weight = relation_weight
         self.image_size = image_size
-        self.max_epochs = max_epochs
-        self.batch_size = batch_size
-        self.lr = lr
-        self.weight_decay = weight_decay
-        self.early_stopping = early_stopping
-        self.validation_fraction = validation_fraction
-        self.n_iter_no_change = n_iter_no_change
-        self.device = device
-        self.verbose = verbose
-        self.random_state = random_state
 
     # ------------------------------------------------------------------ fit
 
@@ -268,91 +316,32 @@ class DistilledClassifier(ClassifierMixin, BaseEstimator):
         self : DistilledClassifier
         """
         self._check_settings(y, X_unlabeled)
-        seed = _seed(self.random_state)
-        self.device_ = resolve_device(self.device)
-        inputs = self._check_inputs(X, reset=True)
+        n_labelled = len(check_images(X, allow_vectors=True))
         if y is not None:
-            y = _check_labels(y, len(inputs))
-        transfer_X, transfer = inputs, X
-        if X_unlabeled is not None:
-            extra = check_images(X_unlabeled, allow_vectors=True)
-            if (extra.kind == "vectors") != (inputs.kind == "vectors"):
-                raise ValueError(
-                    f"X is {inputs.kind} but X_unlabeled is {extra.kind}; pass the same kind of "
-                    "input for both."
-                )
-            transfer = _concatenate(X, X_unlabeled)
-            transfer_X = check_images(transfer, allow_vectors=True)
-        n_labelled = len(inputs)
-
-        teacher = None
-        if self.teacher is not None:
-            teacher = prepare_teacher(self.teacher, X, y)
-        self.classes_ = self._resolve_classes(teacher, y)
-        labels = np.full(len(transfer_X), -1, dtype=np.int64)
-        if y is not None:
-            labels[:n_labelled] = np.searchsorted(self.classes_, y)
-
-        self.student_ = self._build_student(teacher, seed)
-        if transfer_X.kind == "vectors" and not self.student_.takes_vectors:
-            raise ValueError(
-                f"The student {self.student_.name!r} takes images, but X is a 2-D array of "
-                "feature vectors. Use an MLP student ('mlp-64-64') or pass images."
-            )
-        features = self._student_inputs(transfer_X)
-        hint_layer = self.hint_layers[1] if self.hint_layers else None
-        student_hint_shape = self._probe(features, hint_layer, seed)
-
-        targets = {"label": labels}
-        self.teacher_queries_ = 0
-        if teacher is not None:
-            outputs = teacher_outputs(
-                teacher,
-                transfer,
-                transfer_X,
-                hint_layer=self.hint_layers[0] if self.hint_layers else None,
-                hint_size=student_hint_shape[1:] if student_hint_shape else None,
-                embedding=self.relation_weight > 0,
-                batch_size=self.batch_size,
-                device=self.device_,
-                verbose=self.verbose > 1,
-            )
-            self.teacher_queries_ = 1
-            if outputs.logits.shape[1] != len(self.classes_):
-                raise ValueError(
-                    f"The teacher has {outputs.logits.shape[1]} outputs but there are "
-                    f"{len(self.classes_)} classes {self.classes_}; a torch teacher must output "
-                    "one logit per class, in the order of the sorted labels."
-                )
-            targets["teacher"] = outputs.logits
-            if outputs.hint is not None:
-                targets["hint"] = outputs.hint
-            if outputs.embedding is not None:
-                targets["embedding"] = outputs.embedding
-        else:
-            targets["teacher"] = np.zeros((len(labels), len(self.classes_)), np.float32)
-
-        adapter = None
-        if hint_layer is not None:
-            with seeded(seed):
-                adapter = HintAdapter(student_hint_shape, targets["hint"].shape[1:])
-        network = DistillationNetwork(
-            self.student_.module, adapter, hint_layer, self.relation_weight > 0
-        )
-        alpha = 0.0 if teacher is None else self.alpha
-        self.history_ = []
-        self.n_epochs_ = 0
-        if hint_layer is not None and self.hint_epochs > 0:
-            stage_one = DistillationLoss(self.temperature, 0.0, hint_weight=1.0)
-            hint_targets = dict(targets, label=np.full_like(labels, -1))
-            self._train(network, stage_one, features, hint_targets, self.hint_epochs, seed)
-            network.adapter, network.hint_layer = None, None
-            targets.pop("hint")
-        hint_weight = self.hint_weight if network.hint_layer is not None else 0.0
-        criterion = DistillationLoss(self.temperature, alpha, hint_weight, self.relation_weight)
-        self._train(network, criterion, features, targets, self.max_epochs, seed)
-        self.student_.module.eval()
-        self._network = None
+            y = column_or_1d(y, warn=True)
+            check_classification_targets(y)
+            if len(y) != n_labelled:
+                raise ValueError(f"X has {n_labelled} samples but y has {len(y)} labels.")
+        transfer = X if X_unlabeled is None else _concatenate(X, X_unlabeled)
+        self._fit_state = {"X": X, "y": y, "transfer": transfer, "n_labelled": n_labelled}
+        try:
+            inputs, y_encoded = self._prepare_fit(transfer, None)
+            state = self._fit_state
+            if state["hint_width"] and self.hint_epochs > 0:
+                # FitNets stage 1: the student up to the guided layer regresses the hint.
+                self.net_.criterion_ = self._packed(DistillationLoss(hint_weight=1.0), True)
+                self._continue_training(inputs, y_encoded, max_epochs=self.hint_epochs)
+                self.net_.module_.hint_layer = None
+                state["targets"].pop("hint")
+                state["hint_width"] = 0
+                self.net_.criterion_ = self._packed(self._main_loss(with_hint=False))
+                self._continue_training(inputs, y_encoded, max_epochs=self.max_epochs)
+            else:
+                self._continue_training(inputs, y_encoded)
+        finally:
+            del self._fit_state
+        self.n_labelled_ = n_labelled
+        self.n_unlabelled_ = len(inputs) - n_labelled
         return self
 
     def _check_settings(self, y, X_unlabeled):
@@ -375,26 +364,124 @@ class DistilledClassifier(ClassifierMixin, BaseEstimator):
                     f"hint_layers must be a pair (teacher_layer, student_layer) of layer names; "
                     f"got {self.hint_layers!r}."
                 )
-            if not is_torch_teacher(self.teacher) and teacher_module(self.teacher) is None:
+            if self.teacher is None or (
+                not is_torch_teacher(self.teacher) and teacher_module(self.teacher) is None
+            ):
                 raise ValueError(
-                    f"Hints read a teacher layer, so the teacher must be a torch.nn.Module or a "
-                    f"Backbone; got {type(self.teacher).__name__}. Pass hint_layers=None."
+                    f"Hints read a teacher layer, so the teacher must be a torch.nn.Module, a "
+                    f"Backbone or a fitted FineTuneClassifier; got "
+                    f"{type(self.teacher).__name__}. Pass hint_layers=None."
                 )
 
-    def _check_inputs(self, X, reset):
-        inputs = check_images(X, allow_vectors=True)
-        if inputs.kind == "vectors":
-            validate_data(self, X, reset=reset, dtype=None, ensure_all_finite=True)
-        elif reset and hasattr(self, "n_features_in_"):
-            del self.n_features_in_
-        if reset:
-            self.input_kind_ = "vectors" if inputs.kind == "vectors" else "images"
-        elif (inputs.kind == "vectors") != (self.input_kind_ == "vectors"):
+    # ------------------------------------------------------------------ base hooks
+
+    def _setup(self, random_state) -> Preprocessing:
+        state = self._fit_state
+        teacher = None
+        if self.teacher is not None:
+            teacher = prepare_teacher(self.teacher, state["X"], state["y"])
+        classes = self._resolve_classes(teacher, state["y"])
+        student, preprocessing = self._make_student(teacher, len(classes), random_state)
+        transfer = check_images(state["transfer"], allow_vectors=preprocessing.takes_vectors)
+        if transfer.kind == "vectors" and not student.takes_vectors:
             raise ValueError(
-                f"This classifier was fitted on {self.input_kind_} but got {inputs.kind}; pass "
-                "the same kind of input to fit and predict."
+                f"The student {student.name!r} takes images, but X is a 2-D array of feature "
+                "vectors. Use an MLP student ('mlp-64-64') or pass images."
             )
-        return inputs
+        hint_layer = self.hint_layers[1] if self.hint_layers else None
+        example = next(transfer[:2].batches(preprocessing.transform, 2))
+        student_hint = _probe(student.module, preprocessing.finish(example, False), hint_layer)
+
+        targets = {}
+        self.teacher_queries_ = 0
+        if teacher is not None:
+            queried = teacher
+            if self.hint_layers is not None and not isinstance(teacher, Backbone):
+                queried = teacher_backbone(teacher)  # a FineTuneClassifier's network
+            outputs = teacher_outputs(
+                queried,
+                state["transfer"],
+                transfer,
+                hint_layer=self.hint_layers[0] if self.hint_layers else None,
+                hint_size=student_hint[1:] if student_hint else None,
+                embedding=self.relation_weight > 0,
+                batch_size=self.batch_size,
+                device=self.device_,
+                verbose=self.verbose > 1,
+            )
+            self.teacher_queries_ = 1
+            if outputs.logits.shape[1] != len(classes):
+                raise ValueError(
+                    f"The teacher has {outputs.logits.shape[1]} outputs but there are "
+                    f"{len(classes)} classes {classes.tolist()}; a torch teacher must output "
+                    "one logit per class, in the order of the sorted labels."
+                )
+            targets["teacher"] = outputs.logits
+            if outputs.hint is not None:
+                targets["hint"] = outputs.hint
+            if outputs.embedding is not None:
+                targets["embedding"] = outputs.embedding
+        adapter = None
+        if hint_layer is not None:
+            adapter = HintAdapter(student_hint, targets["hint"].shape[1:])
+        state.update(
+            classes=classes,
+            n_transfer=len(transfer),
+            targets=targets,
+            hint_width=int(np.prod(targets["hint"].shape[1:])) if adapter is not None else 0,
+            network=DistillationNetwork(
+                student.module, adapter, hint_layer, self.relation_weight > 0
+            ),
+        )
+        self.student_name_ = student.name
+        return preprocessing
+
+    def _encode_labels(self, y) -> np.ndarray:
+        state = self._fit_state
+        self.classes_ = state["classes"]
+        if len(self.classes_) < 2:
+            raise ValueError(
+                f"DistilledClassifier needs at least 2 classes; got {self.classes_.tolist()}."
+            )
+        labels = np.full(state["n_transfer"], -1, dtype=np.int64)
+        if state["y"] is not None:
+            labels[: state["n_labelled"]] = np.searchsorted(self.classes_, state["y"])
+        state["labels"] = labels
+        return labels
+
+    def _build_module(self, n_classes: int) -> nn.Module:
+        return self._fit_state["network"]
+
+    def _criterion(self) -> nn.Module:
+        state = self._fit_state
+        return self._packed(self._main_loss(with_hint=bool(state["hint_width"])))
+
+    def _main_loss(self, with_hint: bool) -> DistillationLoss:
+        alpha = 0.0 if self.teacher is None else self.alpha
+        return DistillationLoss(
+            self.temperature,
+            alpha,
+            self.hint_weight if with_hint else 0.0,
+            self.relation_weight,
+        )
+
+    def _packed(self, loss, hint_only=False) -> nn.Module:
+        packed = PackedDistillationLoss(loss, len(self.classes_), self._fit_state["hint_width"])
+        return _HintOnly(packed) if hint_only else packed
+
+    def _training_targets(self, inputs, y_encoded):
+        state = self._fit_state
+        labels = state["labels"]
+        targets = {"label": labels, **state["targets"]}
+        if "teacher" not in targets:
+            targets["teacher"] = np.zeros((len(labels), len(self.classes_)), np.float32)
+        # "y" drives the base's stratified split and valid_acc: the label where there is
+        # one, the teacher's prediction elsewhere.
+        guess = np.argmax(targets["teacher"], axis=1)
+        targets["y"] = np.where(labels >= 0, labels, guess).astype(np.int64)
+        return targets
+
+    # ------------------------------------------------------------------ helpers
 
     def _resolve_classes(self, teacher, y):
         if teacher is None or isinstance(teacher, Backbone):
@@ -414,11 +501,12 @@ class DistilledClassifier(ClassifierMixin, BaseEstimator):
                 )
         return classes
 
-    def _build_student(self, teacher, seed) -> Student:
+    def _make_student(self, teacher, n_classes, seed) -> tuple[Student, Preprocessing]:
         if not (isinstance(self.student, str) and self.student == "teacher"):
-            return build_student(
-                self.student, len(self.classes_), image_size=self.image_size, random_state=seed
+            student = build_student(
+                self.student, n_classes, image_size=self.image_size, random_state=seed
             )
+            return student, Preprocessing(student.transform, student.takes_vectors)
         module = teacher_module(teacher) if teacher is not None else None
         if module is None:
             raise ValueError(
@@ -426,134 +514,70 @@ class DistilledClassifier(ClassifierMixin, BaseEstimator):
                 f"{type(self.teacher).__name__} has none. Pass a torch teacher, a "
                 "DistilledClassifier or a FineTuneClassifier."
             )
-        module = reset_parameters(copy.deepcopy(module).cpu(), seed)
-        inner = getattr(teacher, "estimator", teacher)  # FrozenEstimator
-        if isinstance(inner, DistilledClassifier):
-            return Student(module, inner.student_.transform, inner.student_.name, True)
-        transform = getattr(teacher, "transform", None) if isinstance(teacher, Backbone) else None
-        return Student(module, transform or StudentTransform(self.image_size, mean=None), "", True)
-
-    def _student_inputs(self, inputs) -> torch.Tensor:
-        transform = self.student_.transform
-        batches = list(inputs.batches(transform, 256))
-        return torch.cat([b.float() for b in batches])
-
-    def _probe(self, features, hint_layer, seed):
-        """Run two samples through the student: initialises lazy layers and measures the
-        hint layer's output."""
-        module = self.student_.module
-        captured = {}
-        handle = None
-        if hint_layer is not None:
-            layer = _named_module(module, hint_layer)
-            handle = layer.register_forward_hook(lambda m, i, o: captured.update(hint=o))
-        module.eval()
-        try:
-            with seeded(seed), torch.no_grad():
-                module(features[:2])
-        finally:
-            if handle is not None:
-                handle.remove()
-        return tuple(captured["hint"].shape[1:]) if hint_layer is not None else None
-
-    def _train(self, network, criterion, features, targets, epochs, seed):
-        from skorch import NeuralNet
-        from skorch.callbacks import EarlyStopping, ProgressBar
-        from skorch.dataset import ValidSplit
-
-        callbacks = []
-        if self.verbose > 1:
-            callbacks.append(("progress_bar", ProgressBar()))
-        split = None
-        if self.early_stopping:
-            split = ValidSplit(self.validation_fraction, random_state=seed)
-            callbacks.append(
-                (
-                    "early_stopping",
-                    EarlyStopping(patience=self.n_iter_no_change, load_best=True, sink=_silent),
-                )
-            )
-        net = NeuralNet(
-            network,
-            criterion=criterion,
-            optimizer=torch.optim.Adam,
-            optimizer__weight_decay=self.weight_decay,
-            lr=self.lr,
-            max_epochs=epochs,
-            batch_size=self.batch_size,
-            iterator_train__shuffle=True,
-            train_split=split,
-            callbacks=callbacks,
-            device=self.device_,
-            verbose=int(self.verbose),
-        )
-        targets = {k: torch.as_tensor(v) for k, v in targets.items()}
-        with seeded(seed):
-            net.fit(features, targets)
-        network.to("cpu") if self.device_.type != "cpu" else None
-        self.history_ = list(self.history_) + list(net.history)
-        self.n_epochs_ += len(net.history)
-
-    # ------------------------------------------------------------------ predict
-
-    def decision_function(self, X):
-        """The student's logits.
-
-        Returns
-        -------
-        ndarray of shape (n_samples, n_classes), float32
-        """
-        check_is_fitted(self)
-        inputs = self._check_inputs(X, reset=False)
-        network = self._frozen_network()
-        return extract_activations(
-            network, inputs, pooling=None, batch_size=max(self.batch_size, 256)
-        )[network.layers[0]]
-
-    def predict_proba(self, X):
-        """Class probabilities, ``softmax(logits)`` (temperature 1).
-
-        Returns
-        -------
-        ndarray of shape (n_samples, n_classes)
-        """
-        logits = torch.from_numpy(self.decision_function(X))
-        return torch.softmax(logits.double(), dim=1).numpy()
+        module = reset_parameters(copy.deepcopy(module).cpu().train(), seed)
+        preprocessing = getattr(unfrozen(teacher), "preprocessing_", None)
+        if preprocessing is None:
+            transform = teacher.transform if isinstance(teacher, Backbone) else None
+            transform = transform or StudentTransform(self.image_size, mean=None)
+            preprocessing = Preprocessing(transform, True)
+        name = getattr(unfrozen(teacher), "student_name_", type(module).__name__)
+        return Student(module, preprocessing.transform, name, True), preprocessing
 
     def predict(self, X):
-        """The most probable class of each sample, as one of ``classes_``."""
-        return self.classes_[np.argmax(self.decision_function(X), axis=1)]
+        """The most probable class of each sample, as one of ``classes_``.
 
-    def _frozen_network(self) -> FrozenNetwork:
-        network = getattr(self, "_network", None)
-        if network is None:
-            module = self.student_.module.eval()
-            backbone = Backbone(module, self.student_.transform, self.student_.name, "module")
-            backbone.takes_vectors = self.student_.takes_vectors
-            network = FrozenNetwork(backbone, [_graph_nodes(module)[-1]], self.device_)
-            self._network = network
-        return network
+        Parameters
+        ----------
+        X : images or vectors
+
+        Returns
+        -------
+        ndarray of shape (n_samples,)
+        """
+        check_is_fitted(self)  # the base reads classes_ before its own check
+        return super().predict(X)
+
+    @property
+    def student_module_(self) -> nn.Module:
+        """The trained student network (raises AttributeError before fit)."""
+        return self.net_.module_.student
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         tags.input_tags.two_d_array = True
-        tags.non_deterministic = self.random_state is None
         return tags
 
-    def __getstate__(self):
-        state = super().__getstate__()
-        state.pop("_network", None)
-        if "student_" in state:
-            student = copy.copy(state["student_"])
-            student.module = copy.deepcopy(student.module).cpu()
-            state["student_"] = student
-        return state
 
-    def __setstate__(self, state):
-        super().__setstate__(state)
-        self._network = None
-        if "device_" in state:
-            self.device_ = available_or_cpu(self.device_)
+class _HintOnly(nn.Module):
+    """FitNets' first stage: only the hint term, labels and soft targets ignored."""
+
+    def __init__(self, packed: PackedDistillationLoss):
+        super().__init__()
+        self.packed = packed
+
+    def forward(self, outputs, targets):
+        if outputs.shape[1] == self.packed.n_classes:  # validation (eval mode): nothing to fit
+            return outputs.sum() * 0
+        unlabelled = dict(targets, label=torch.full_like(targets["label"], -1))
+        return self.packed(outputs, unlabelled)
+
+
+def _probe(module: nn.Module, example: torch.Tensor, hint_layer):
+    """Run two samples through the student in eval mode: initialises lazy layers (seeded by
+    the caller) and returns the hint layer's output shape for one sample."""
+    captured, handle = {}, None
+    if hint_layer is not None:
+        layer = _named_module(module, hint_layer)
+        handle = layer.register_forward_hook(lambda m, i, o: captured.update(hint=o))
+    module.eval()
+    try:
+        with torch.no_grad():
+            module(example)
+    finally:
+        module.train()
+        if handle is not None:
+            handle.remove()
+    return tuple(captured["hint"].shape[1:]) if hint_layer is not None else None
 
 
 def born_again(teacher, X, y=None, *, generations=3, X_unlabeled=None, **params):
@@ -586,22 +610,6 @@ def born_again(teacher, X, y=None, *, generations=3, X_unlabeled=None, **params)
     return fitted
 
 
-def _silent(*args, **kwargs):
-    return None
-
-
-def _check_labels(y, n_samples):
-    y = np.asarray(y)
-    if y.ndim != 1:
-        y = y.ravel() if y.ndim == 2 and y.shape[1] == 1 else y
-    if y.ndim != 1:
-        raise ValueError(f"y must be 1-D (one label per sample); got shape {y.shape}.")
-    check_classification_targets(y)
-    if len(y) != n_samples:
-        raise ValueError(f"X has {n_samples} samples but y has {len(y)} labels.")
-    return y
-
-
 def _concatenate(X, X_unlabeled):
     """Join the labelled and unlabelled inputs in the form the teacher takes."""
     a, b = (x.to_numpy() if hasattr(x, "to_numpy") else x for x in (X, X_unlabeled))
@@ -614,11 +622,3 @@ def _concatenate(X, X_unlabeled):
     ):
         return np.concatenate([a, b])
     return [*list(a), *list(b)]
-
-
-def _seed(random_state):
-    if random_state is None:
-        return None
-    if isinstance(random_state, Integral):
-        return int(random_state)
-    return int(np.random.RandomState(random_state).randint(2**31 - 1))

@@ -10,12 +10,14 @@ Torch teachers run through the frozen-forward seam, :mod:`sktransfer.activations
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from sklearn.base import clone, is_classifier
+from sklearn.frozen import FrozenEstimator
 from sklearn.pipeline import Pipeline
 from sklearn.utils.validation import check_is_fitted
 from torch import nn
@@ -26,7 +28,14 @@ from .distillation import probabilities_to_logits
 from .images import ImageInputs
 from .students import StudentTransform
 
-__all__ = ["TeacherOutputs", "is_torch_teacher", "prepare_teacher", "teacher_outputs"]
+__all__ = [
+    "TeacherOutputs",
+    "is_torch_teacher",
+    "prepare_teacher",
+    "teacher_backbone",
+    "teacher_module",
+    "teacher_outputs",
+]
 
 
 @dataclass
@@ -86,7 +95,8 @@ def prepare_teacher(teacher, X, y):
     if y is None:
         raise ValueError(
             f"The teacher {type(teacher).__name__} is not fitted and no labels y were given "
-            "to fit it on. Pass a fitted teacher (wrapped in sklearn.frozen.FrozenEstimator "
+            "to fit it on: fitting it requires y to be passed, but the target y is None. "
+            "Pass a fitted teacher (wrapped in sklearn.frozen.FrozenEstimator "
             "to survive clone/GridSearchCV), or pass y."
         )
     return clone(teacher).fit(X, y)
@@ -100,11 +110,10 @@ def _is_fitted(estimator) -> bool:
     return True
 
 
-def _final_step(teacher):
-    inner = getattr(teacher, "estimator", None)  # FrozenEstimator
-    if inner is not None and not hasattr(teacher, "steps"):
-        teacher = inner
-    return teacher
+def unfrozen(teacher):
+    """The estimator inside a ``FrozenEstimator`` (which delegates attributes, so
+    ``hasattr`` cannot tell), or the teacher itself."""
+    return teacher.estimator if isinstance(teacher, FrozenEstimator) else teacher
 
 
 def teacher_outputs(
@@ -145,7 +154,7 @@ def teacher_outputs(
             f"a FineTuneClassifier); got {type(teacher).__name__}. Pass hint_layers=None, or "
             "pass the teacher's network."
         )
-    estimator = _final_step(teacher)
+    estimator = unfrozen(teacher)
     features = None
     if embedding:
         if not isinstance(estimator, Pipeline) or len(estimator.steps) < 2:
@@ -214,9 +223,26 @@ def teacher_module(teacher) -> nn.Module | None:
         return teacher.module
     if isinstance(teacher, nn.Module):
         return teacher
-    estimator = _final_step(teacher)
-    student = getattr(estimator, "student_", None)  # a DistilledClassifier
-    module = getattr(student, "module", None) if student is not None else None
+    estimator = unfrozen(teacher)
+    module = getattr(estimator, "student_module_", None)  # a DistilledClassifier
     if module is None:
-        module = getattr(estimator, "module_", None)  # a skorch-based estimator
+        net = getattr(estimator, "net_", None)  # the training base (FineTuneClassifier...)
+        module = getattr(net, "module_", None)
     return module if isinstance(module, nn.Module) else None
+
+
+def teacher_backbone(teacher) -> Backbone:
+    """A trained estimator's network and preprocessing as a :class:`Backbone` (a copy), so
+    that its layers can be tapped through the frozen-forward seam."""
+    module = teacher_module(teacher)
+    if module is None:
+        raise ValueError(
+            f"{type(teacher).__name__} holds no network whose layers can be read; hints need "
+            "a torch teacher, a FineTuneClassifier or a DistilledClassifier."
+        )
+    estimator = unfrozen(teacher)
+    preprocessing = getattr(estimator, "preprocessing_", None)
+    transform = getattr(preprocessing, "transform", None) or StudentTransform(None, mean=None)
+    takes_vectors = bool(getattr(preprocessing, "takes_vectors", True))
+    module = copy.deepcopy(module).cpu().eval()
+    return Backbone(module, transform, type(module).__name__, "module", None, takes_vectors)
