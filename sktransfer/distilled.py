@@ -18,6 +18,7 @@ from sklearn.base import _fit_context
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, column_or_1d
+from skorch.callbacks import Callback
 from torch import nn
 
 from .backbones import Backbone
@@ -172,7 +173,8 @@ class DistilledClassifier(NeuralClassifierBase):
         Weight of the hint term when training jointly (``hint_epochs=0``).
     hint_epochs : int, default=0
         0: the hint is a term of the loss throughout. k > 0: FitNets' first stage, k epochs
-        on the hint alone, then ``max_epochs`` of the usual training without it.
+        on the hint alone, then ``max_epochs`` of the usual training without it (one skorch
+        run of ``k + max_epochs`` epochs; callbacks and history span both stages).
     relation_weight : float, default=0
         Weight of the relational (RKD distance + angle) terms on each batch's embeddings:
         the input of the student's last linear layer against the teacher's penultimate
@@ -326,18 +328,14 @@ n_features_in_
         self._fit_state = {"X": X, "y": y, "transfer": transfer, "n_labelled": n_labelled}
         try:
             inputs, y_encoded = self._prepare_fit(transfer, None)
-            state = self._fit_state
-            if state["hint_width"] and self.hint_epochs > 0:
-                # FitNets stage 1: the student up to the guided layer regresses the hint.
-                self.net_.criterion_ = self._packed(DistillationLoss(hint_weight=1.0), True)
-                self._continue_training(inputs, y_encoded, max_epochs=self.hint_epochs)
-                self.net_.module_.hint_layer = None
-                state["targets"].pop("hint")
-                state["hint_width"] = 0
-                self.net_.criterion_ = self._packed(self._main_loss(with_hint=False))
-                self._continue_training(inputs, y_encoded, max_epochs=self.max_epochs)
-            else:
-                self._continue_training(inputs, y_encoded)
+            epochs = self.max_epochs
+            if isinstance(self.net_.criterion_, FitNetsStages):
+                # One run whose criterion switches stage: a second run would restart skorch's
+                # callbacks (a learning-rate schedule cannot resume on a new optimizer).
+                stage = _EndHintStage(self.hint_epochs).initialize()
+                self.net_.callbacks_.append(("fitnets_stage", stage))
+                epochs += self.hint_epochs
+            self._continue_training(inputs, y_encoded, max_epochs=epochs)
         finally:
             del self._fit_state
         self.n_labelled_ = n_labelled
@@ -453,8 +451,14 @@ n_features_in_
         return self._fit_state["network"]
 
     def _criterion(self) -> nn.Module:
-        state = self._fit_state
-        return self._packed(self._main_loss(with_hint=bool(state["hint_width"])))
+        n_classes, hint_width = len(self.classes_), self._fit_state["hint_width"]
+        if hint_width and self.hint_epochs > 0:
+            hint_alone = DistillationLoss(self.temperature, alpha=0.0, hint_weight=1.0)
+            return FitNetsStages(
+                PackedDistillationLoss(hint_alone, n_classes, hint_width),
+                PackedDistillationLoss(self._main_loss(with_hint=False), n_classes, 0),
+            )
+        return PackedDistillationLoss(self._main_loss(bool(hint_width)), n_classes, hint_width)
 
     def _main_loss(self, with_hint: bool) -> DistillationLoss:
         alpha = 0.0 if self.teacher is None else self.alpha
@@ -464,10 +468,6 @@ n_features_in_
             self.hint_weight if with_hint else 0.0,
             self.relation_weight,
         )
-
-    def _packed(self, loss, hint_only=False) -> nn.Module:
-        packed = PackedDistillationLoss(loss, len(self.classes_), self._fit_state["hint_width"])
-        return _HintOnly(packed) if hint_only else packed
 
     def _training_targets(self, inputs, y_encoded):
         state = self._fit_state
@@ -548,18 +548,39 @@ n_features_in_
         return tags
 
 
-class _HintOnly(nn.Module):
-    """FitNets' first stage: only the hint term, labels and soft targets ignored."""
+class FitNetsStages(nn.Module):
+    """FitNets' two stages (Romero et al., 2015): first the hint alone (labels and soft
+    targets ignored), then ``main`` without the hint; :class:`_EndHintStage` switches.
 
-    def __init__(self, packed: PackedDistillationLoss):
+    Validation (the student in eval mode, logits only) is scored with ``main`` in both
+    stages, so the validation loss always measures the student's outputs.
+    """
+
+    def __init__(self, hint: PackedDistillationLoss, main: PackedDistillationLoss):
         super().__init__()
-        self.packed = packed
+        self.hint = hint
+        self.main = main
+        self.first_stage = True
 
     def forward(self, outputs, targets):
-        if outputs.shape[1] == self.packed.n_classes:  # validation (eval mode): nothing to fit
-            return outputs.sum() * 0
-        unlabelled = dict(targets, label=torch.full_like(targets["label"], -1))
-        return self.packed(outputs, unlabelled)
+        if self.first_stage and outputs.shape[1] != self.main.n_classes:
+            unlabelled = dict(targets, label=torch.full_like(targets["label"], -1))
+            return self.hint(outputs, unlabelled)
+        return self.main(outputs, targets)
+
+
+class _EndHintStage(Callback):
+    """Ends FitNets' first stage after ``epochs`` epochs: the student stops exposing its hint
+    layer and the criterion moves to the main loss."""
+
+    def __init__(self, epochs: int):
+        self.epochs = epochs
+
+    def on_epoch_begin(self, net, **kwargs):
+        stages = net.criterion_
+        if stages.first_stage and len(net.history) > self.epochs:
+            stages.first_stage = False
+            net.module_.hint_layer = None
 
 
 def _probe(module: nn.Module, example: torch.Tensor, hint_layer):

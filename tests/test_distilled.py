@@ -13,6 +13,7 @@ from sklearn.model_selection import GridSearchCV
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.utils.estimator_checks import parametrize_with_checks
+from skorch.callbacks import Callback
 from torch import nn
 
 from sktransfer import DistilledClassifier, born_again
@@ -212,20 +213,33 @@ def _image_teacher():
     return SmallCNN((8, 16), 2)
 
 
+class HeadSnapshots(Callback):
+    def on_epoch_end(self, net, **kwargs):
+        snapshots.append(net.module_.student.head.weight.detach().clone())
+
+
+snapshots = []
+
+
 def test_fitnets_hint_first_stage_then_distillation(images):
     X, y = images
+    snapshots.clear()
     model = _small(
         teacher=_image_teacher(),
         student="cnn-4-8",
         hint_layers=("features.1", "features.0"),
         hint_epochs=2,
         max_epochs=2,
+        callbacks=[HeadSnapshots()],
     ).fit(X, y)
     assert model.n_epochs_ == 4
+    # stage 1 trains the student up to the guided layer only: the head does not move
+    assert torch.equal(snapshots[0], snapshots[1])
+    assert not torch.equal(snapshots[1], snapshots[3])
+    assert not model.net_.criterion_.first_stage and model.net_.module_.hint_layer is None
     adapter = model.net_.module_.adapter
     assert isinstance(adapter.regressor, nn.Conv2d) and adapter.regressor.kernel_size == (1, 1)
-    # the student's hint map (8x8 after one pool) is the teacher's 4x4 map's target size? no:
-    # teacher maps are pooled to the student's size, so the adapter keeps the spatial size
+    # the teacher's 16-channel map is pooled to the student's 8x8 map: a 1x1 conv suffices
     assert adapter.teacher_shape == (16, 8, 8)
     losses = [epoch["train_loss"] for epoch in model.history_]
     assert all(np.isfinite(losses))
