@@ -7,6 +7,7 @@ in Pipelines and GridSearchCV.
 
 from .backbones import Backbone, block_layers, list_backbones, list_layers, load_backbone
 from .extraction import DeepFeatureExtractor
+from .finetune import FineTuneClassifier
 from .images import check_images, load_image_folder
 from .postprocessing import LayerwiseNormalizer, TernaryDiscretizer, make_full_network_embedding
 
@@ -15,6 +16,7 @@ __version__ = "0.1.0"
 __all__ = [
     "Backbone",
     "DeepFeatureExtractor",
+    "FineTuneClassifier",
     "LayerwiseNormalizer",
     "TernaryDiscretizer",
     "block_layers",

@@ -18,7 +18,9 @@ Hook contract (subclasses override these; each has a working default unless mark
     float in [0, 1] at their own size, or vectors).
 ``_build_module(self, n_classes) -> torch.nn.Module``  (required)
     The network to train, on the CPU, with ``requires_grad`` already set on what trains.
-    Called inside ``seeded(random_state)`` after labels are known.
+    Called inside ``seeded(random_state)`` after labels are known. ``self._example_batch()``
+    returns a preprocessed batch of (up to) two training samples, e.g. to initialise lazy
+    modules or to probe output sizes.
 ``_param_groups(self, module) -> list[dict]``
     Optimizer parameter groups (``{"params": [...], "lr": ...}``, torch's format). Default:
     every parameter with ``requires_grad`` at ``self.lr``. Groups without an ``lr`` get
@@ -54,7 +56,9 @@ from dataclasses import dataclass
 from numbers import Integral, Real
 
 import numpy as np
+import scipy.sparse as sp
 import torch
+from PIL import Image
 from sklearn.base import BaseEstimator, ClassifierMixin, _fit_context
 from sklearn.model_selection import StratifiedShuffleSplit
 from sklearn.utils._param_validation import Interval, StrOptions
@@ -667,7 +671,8 @@ class NeuralClassifierBase(ClassifierMixin, BaseEstimator):
         -------
         ndarray of shape (n_samples,)
         """
-        return self.classes_[np.argmax(self.predict_proba(X), axis=1)]
+        proba = self.predict_proba(X)
+        return self.classes_[np.argmax(proba, axis=1)]
 
     # ------------------------------------------------------------------ training steps
 
@@ -681,7 +686,11 @@ class NeuralClassifierBase(ClassifierMixin, BaseEstimator):
             inputs = self._check_inputs(X, reset=True)
             check_consistent_length(inputs, y)
             y_encoded = self._encode_labels(y)
-            module = self._build_module(len(self.classes_))
+            self._build_inputs = inputs
+            try:
+                module = self._build_module(len(self.classes_))
+            finally:
+                del self._build_inputs
         self.net_ = self._make_net(module, amp_dtype)
         return inputs, y_encoded
 
@@ -707,6 +716,12 @@ class NeuralClassifierBase(ClassifierMixin, BaseEstimator):
         with seeded(seed):
             net.partial_fit(train)
         self._after_training(epochs_before, net.max_epochs)
+
+    def _example_batch(self) -> torch.Tensor:
+        """Up to two preprocessed training samples (only while ``_build_module`` runs)."""
+        inputs = self._build_inputs[: min(2, len(self._build_inputs))]
+        batch = next(inputs.batches(self.preprocessing_.transform, 2))
+        return self.preprocessing_.finish(batch, augment=False)
 
     def _set_module(self, module: nn.Module) -> None:
         """Replace the trained network (on the CPU; it is moved to ``device_``)."""
@@ -793,10 +808,13 @@ class NeuralClassifierBase(ClassifierMixin, BaseEstimator):
         return callbacks
 
     def _check_inputs(self, X, reset: bool) -> ImageInputs:
+        if self.preprocessing_.takes_vectors and _is_tabular(X):
+            # scikit-learn's own validation, for its error messages (sparse, 1-D, dtype)
+            X = validate_data(
+                self, X, reset=reset, dtype=[np.float32, np.float64], ensure_all_finite=True
+            )
         inputs = check_images(X, allow_vectors=self.preprocessing_.takes_vectors)
-        if inputs.kind == "vectors":
-            validate_data(self, X, reset=reset, dtype=None, ensure_all_finite=True)
-        elif reset and hasattr(self, "n_features_in_"):
+        if inputs.kind != "vectors" and reset and hasattr(self, "n_features_in_"):
             del self.n_features_in_
         kind = "vectors" if inputs.kind == "vectors" else "images"
         if reset:
@@ -860,6 +878,23 @@ class NeuralClassifierBase(ClassifierMixin, BaseEstimator):
         if "net_" in state:
             self.device_ = torch.device(self.net_.device)
             self.net_.channels_last = self._channels_last(self.net_.module_)
+
+
+def _is_tabular(X) -> bool:
+    """Whether X is a table (sparse, or numbers in at most 2 dimensions), not images."""
+    if sp.issparse(X):
+        return True
+    if isinstance(X, str | os.PathLike | Image.Image):
+        return False
+    try:
+        array = np.asarray(X)
+    except (TypeError, ValueError):
+        return False
+    if array.dtype.kind in "USV" or array.ndim > 2:
+        return False
+    if array.dtype == object:
+        return not any(isinstance(v, str | os.PathLike | Image.Image) for v in array.flat)
+    return True
 
 
 def _seed(random_state):

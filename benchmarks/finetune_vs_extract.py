@@ -1,0 +1,221 @@
+"""Fine-tuning versus feature extraction: the seeds' trade-off table, on real data.
+
+Rows: DeCAF-style feature extraction + logistic regression, then FineTuneClassifier with
+the head only, the top 3 blocks, the normalisation layers only, LoRA r in {1, 4, 8}, and full
+fine-tuning, all from ImageNet MobileNetV2. Columns: accuracy (and AUC for MedMNIST), wall
+time of fit (and its ratio to feature extraction's, measured in the same run), trainable
+parameters (count and % of the network) and epochs.
+
+Run one dataset at a time (results accumulate in benchmarks/results/), e.g.::
+
+    PYTHONPATH=. python benchmarks/finetune_vs_extract.py hymenoptera
+    PYTHONPATH=. python benchmarks/finetune_vs_extract.py breastmnist
+    PYTHONPATH=. python benchmarks/finetune_vs_extract.py pneumoniamnist --train-size 1000
+
+Data is read from ``$SKTRANSFER_DATA`` (default ``../shared/data``); the script exits with a
+message when it is absent.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import accuracy_score, roc_auc_score
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+from sktransfer import FineTuneClassifier, load_image_folder
+from sktransfer.activations import FrozenNetwork, extract_activations
+from sktransfer.backbones import load_backbone, penultimate_layer
+from sktransfer.finetune import _resized
+from sktransfer.images import check_images
+
+ROOT = Path(__file__).resolve().parent.parent
+DATA = Path(os.environ.get("SKTRANSFER_DATA", ROOT / ".." / "shared" / "data"))
+RESULTS = ROOT / "benchmarks" / "results"
+
+#: MedMNIST v2 (Yang et al., Scientific Data 2023), Table 3: ResNet-18 (28 px), from scratch.
+MEDMNIST_REFERENCE = {"breastmnist": (0.901, 0.863), "pneumoniamnist": (0.944, 0.854)}
+
+
+def load(dataset: str, train_size: int | None, seed: int = 0):
+    if dataset == "hymenoptera":
+        X_train, y_train = load_image_folder(DATA / "hymenoptera" / "train")
+        X_test, y_test = load_image_folder(DATA / "hymenoptera" / "val")
+        split = "val"
+    else:
+        data = np.load(DATA / f"{dataset}.npz")
+        X_train, y_train = data["train_images"], data["train_labels"].ravel()
+        X_test, y_test = data["test_images"], data["test_labels"].ravel()
+        split = "test"
+    n_full = len(X_train)
+    if train_size is not None and train_size < n_full:
+        rng = np.random.default_rng(seed)
+        # stratified subsample: the same fraction of every class
+        keep = np.concatenate(
+            [
+                rng.choice(
+                    np.flatnonzero(y_train == c),
+                    round(train_size * np.mean(y_train == c)),
+                    replace=False,
+                )
+                for c in np.unique(y_train)
+            ]
+        )
+        keep.sort()
+        X_train, y_train = X_train[keep], y_train[keep]
+    return X_train, y_train, X_test, y_test, split, n_full
+
+
+def rows(epochs: int):
+    common = dict(optimizer="adamw", lr=1e-3, backbone_lr_scale=0.1, batch_size=16)
+    yield "head only (frozen network)", dict(common, train_layers="head", max_epochs=30)
+    yield "top 3 blocks", dict(common, train_layers=3, max_epochs=epochs)
+    yield (
+        "norm layers only",
+        dict(common, train_layers="norm", backbone_lr_scale=1.0, max_epochs=epochs),
+    )
+    for r in (1, 4, 8):
+        yield f"LoRA r={r}", dict(common, lora_rank=r, max_epochs=epochs)
+    yield "full fine-tuning", dict(common, train_layers="all", max_epochs=epochs)
+
+
+def scores(y_true, proba, classes):
+    result = {"acc": float(accuracy_score(y_true, classes[np.argmax(proba, 1)]))}
+    if len(classes) == 2:
+        result["auc"] = float(roc_auc_score(y_true == classes[1], proba[:, 1]))
+    return result
+
+
+def extraction_row(X_train, y_train, X_test, y_test, image_size):
+    start = time.perf_counter()
+    backbone = load_backbone("mobilenet_v2")
+    if image_size is not None:
+        backbone.transform = _resized(backbone.transform, image_size)
+    network = FrozenNetwork(backbone, [penultimate_layer(backbone.module)], torch.device("cpu"))
+    layer = network.layers[0]
+
+    def features(X):
+        inputs = check_images(X)
+        return extract_activations(network, inputs, pooling="avg", batch_size=16, n_workers=2)[
+            layer
+        ]
+
+    model = make_pipeline(StandardScaler(), LogisticRegression(C=0.1, max_iter=2000))
+    model.fit(features(X_train), y_train)
+    fit_time = time.perf_counter() - start
+    proba = model.predict_proba(features(X_test))
+    coef = model[-1].coef_
+    n_params = sum(p.numel() for p in backbone.module.parameters())
+    return {
+        "method": "feature extraction + logistic regression",
+        "fit_s": fit_time,
+        "trainable": int(coef.size + model[-1].intercept_.size),
+        "total": int(n_params),
+        "epochs": "-",
+        **scores(y_test, proba, model.classes_),
+    }
+
+
+def finetune_row(name, params, X_train, y_train, X_test, y_test, image_size):
+    clf = FineTuneClassifier(
+        "mobilenet_v2", image_size=image_size, random_state=0, n_jobs=2, **params
+    )
+    start = time.perf_counter()
+    clf.fit(X_train, y_train)
+    fit_time = time.perf_counter() - start
+    proba = clf.predict_proba(X_test)
+    return {
+        "method": name,
+        "fit_s": fit_time,
+        "trainable": int(clf.n_trainable_params_),
+        "total": int(clf.n_params_),
+        "epochs": int(clf.n_epochs_),
+        "cached": bool(clf.features_cached_),
+        **scores(y_test, proba, clf.classes_),
+    }
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("dataset", choices=["hymenoptera", "breastmnist", "pneumoniamnist"])
+    parser.add_argument("--epochs", type=int, default=2, help="epochs of the fine-tuning rows")
+    parser.add_argument("--train-size", type=int, default=None, help="stratified subsample")
+    parser.add_argument("--image-size", type=int, default=None, help="input resolution")
+    parser.add_argument("--only", default=None, help="run only rows whose name contains this")
+    args = parser.parse_args(argv)
+    if not DATA.is_dir():
+        sys.exit(f"Data folder {DATA} is absent; set SKTRANSFER_DATA. Nothing was run.")
+    X_train, y_train, X_test, y_test, split, n_full = load(args.dataset, args.train_size)
+    print(f"{args.dataset}: train {len(X_train)} of {n_full}, {split} {len(X_test)}", flush=True)
+    results = []
+    if args.only is None or args.only in "feature extraction":
+        results.append(extraction_row(X_train, y_train, X_test, y_test, args.image_size))
+        print(results[-1], flush=True)
+    for name, params in rows(args.epochs):
+        if args.only is not None and args.only not in name:
+            continue
+        results.append(
+            finetune_row(name, params, X_train, y_train, X_test, y_test, args.image_size)
+        )
+        print(results[-1], flush=True)
+    record = {
+        "dataset": args.dataset,
+        "command": "PYTHONPATH=. python benchmarks/finetune_vs_extract.py "
+        + " ".join(argv if argv is not None else sys.argv[1:]),
+        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, no GPU, "
+        f"torch {torch.__version__}, {torch.get_num_threads()} torch threads",
+        "train": len(X_train),
+        "train_full": n_full,
+        "eval_split": split,
+        "eval": len(X_test),
+        "epochs": args.epochs,
+        "image_size": args.image_size or 224,
+        "rows": results,
+    }
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / f"finetune_vs_extract_{args.dataset}.json").write_text(json.dumps(record, indent=1))
+    print(render_table(record))
+
+
+def render_table(record) -> str:
+    medmnist = record["dataset"] in MEDMNIST_REFERENCE
+    rows_ = record["rows"]
+    base = next((r["fit_s"] for r in rows_ if r["method"].startswith("feature")), None)
+    head = "| method | ACC | " + ("AUC | " if medmnist else "") + "fit time (s) | "
+    head += "time vs extraction | trainable params | trainable % | epochs |"
+    lines = [head, "|" + " --- |" * (head.count("|") - 1)]
+    for r in rows_:
+        ratio = f"{r['fit_s'] / base:.1f}x" if base else "-"
+        cells = [r["method"], f"{r['acc']:.3f}"]
+        if medmnist:
+            cells.append(f"{r['auc']:.3f}")
+        cells += [
+            f"{r['fit_s']:.0f}",
+            ratio,
+            f"{r['trainable']:,}",
+            f"{100 * r['trainable'] / r['total']:.2f} %",
+            str(r["epochs"]),
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    if medmnist:
+        auc, acc = MEDMNIST_REFERENCE[record["dataset"]]
+        cells = ["MedMNIST v2 ResNet-18 (28 px, from scratch, full train set)", f"{acc:.3f}"]
+        cells += [f"{auc:.3f}", "-", "-", "11 M", "100 %", "100"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,605 @@
+"""FineTuneClassifier: fine-tuning a pretrained network as a scikit-learn classifier.
+
+The seeds' recipe: replace the classifier head, freeze the generic bottom, fine-tune the top
+with a milder learning rate than the new head gets (0.001 against 0.01), or train only the
+normalisation layers, or learn low-rank updates W + (alpha/r)·BA of frozen weights (LoRA, with
+peft). Training runs through the project's skorch base (:mod:`sktransfer.training`).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+import re
+import warnings
+from numbers import Integral, Real
+
+import torch
+from sklearn.base import _fit_context
+from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils.validation import check_is_fitted
+from torch import nn
+from torchvision.models._api import WeightsEnum
+from torchvision.transforms._presets import ImageClassification
+from torchvision.transforms.v2.functional import to_dtype
+
+from .activations import FrozenNetwork, extract_activations
+from .backbones import Backbone, _graph_nodes, _tappable, block_layers, load_backbone
+from .images import ImageInputs
+from .training import NeuralClassifierBase, Preprocessing, count_trainable
+
+__all__ = ["FineTuneClassifier", "FineTuneNetwork"]
+
+_NORM_LAYERS = (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm)
+_TRAIN_KEYWORDS = ("head", "all", "norm")
+
+
+class FineTuneNetwork(nn.Module):
+    """A pretrained body (its last Linear layer replaced by the identity) and a new head."""
+
+    def __init__(self, body: nn.Module, head: nn.Module):
+        super().__init__()
+        self.body = body
+        self.head = head
+
+    def forward(self, x):
+        return self.head(self.body(x))
+
+
+def make_head(in_features: int, n_classes: int, hidden=(), dropout=0.0) -> nn.Sequential:
+    """Linear, or hidden fully connected layers (ReLU, then dropout) and a Linear output."""
+    layers, width = [], in_features
+    for units in hidden:
+        layers += [nn.Linear(width, units), nn.ReLU()]
+        if dropout:
+            layers.append(nn.Dropout(dropout))
+        width = units
+    layers.append(nn.Linear(width, n_classes))
+    return nn.Sequential(*layers)
+
+
+class FineTuneClassifier(NeuralClassifierBase):
+    """Fine-tune a pretrained network with a new classification head.
+
+    Parameters
+    ----------
+    backbone : str or torch.nn.Module, default="mobilenet_v2"
+        A torchvision classification model name, ``"efficientnet_lite0"``, or a module whose
+        last ``nn.Linear`` is its classifier (that layer is replaced by the new head). A plain
+        module takes images as float in [0, 1] at their own size, or 2-D vectors.
+    weights : str, path or None, default="DEFAULT"
+        Pretrained weights, resolved offline first (:func:`sktransfer.load_backbone`).
+    train_layers : {"head", "all", "norm"}, int or list of str, default="head"
+        What trains besides the new head: nothing (``"head"``, reuse and freeze), everything
+        (``"all"``), the normalisation layers' affine parameters (``"norm"``), the top ``n``
+        blocks (:func:`sktransfer.block_layers`, with everything computed after them), or the
+        pretrained parameters whose names match any of the given ``fnmatch`` patterns, e.g.
+        ``["features.1[5-8].*"]`` (names as in ``backbone.named_parameters()``).
+    image_size : int or None, default=None
+        Input resolution: images are resized (shorter side) and center-cropped to this size
+        instead of the preset's (224 for ImageNet models), keeping its normalisation. Small
+        images such as MedMNIST's 28 px train several times faster at 112 than at 224.
+    head_hidden : tuple of int, default=()
+        Widths of 0 to 3 hidden fully connected layers (ReLU) before the output layer.
+    head_dropout : float, default=0.2
+        Dropout after each hidden layer (the pretrained network's own dropout before its
+        classifier, e.g. MobileNetV2's 0.2, is kept).
+    backbone_lr_scale : float, default=0.1
+        Pretrained parameters train at ``lr * backbone_lr_scale``; new ones (head, LoRA
+        adapters) at ``lr``.
+    layer_decay : float or None, default=None
+        Layer-wise decay: the k-th block from the top trains at
+        ``lr * backbone_lr_scale * layer_decay**k`` (the stem below the first block as the
+        deepest block).
+    lora_rank : int, default=0
+        Rank r of LoRA adapters (peft) on the frozen ``nn.Linear`` and ``nn.Conv2d`` layers
+        selected by ``lora_layers`` (depthwise/grouped convolutions are skipped). 0: no LoRA.
+        B starts at zero and A Gaussian, so the network is unchanged at initialisation.
+    lora_alpha : float or None, default=None
+        LoRA scale numerator: updates are ``(lora_alpha / r) * B @ A``. None: ``r`` (scale 1).
+    lora_dropout : float, default=0.0
+    lora_layers : "all", int or list of str, default="all"
+        Where adapters go: every eligible layer of the pretrained network, those of the top
+        ``n`` blocks, or layers whose module names match the ``fnmatch`` patterns.
+    merge_lora : bool, default=False
+        Merge the adapters into the frozen weights after training (same outputs, no extra
+        cost at prediction); see also :meth:`merge_lora_adapters`.
+    cache_features : {"auto"} or bool, default="auto"
+        With ``train_layers="head"``, no LoRA and no augmentation, the frozen network's
+        output is the same at every epoch: compute it once (through
+        :mod:`sktransfer.activations`) and train the head on it. "auto": do so for images
+        when those conditions hold.
+    max_epochs, lr, batch_size, optimizer, weight_decay, early_stopping, \
+validation_fraction, n_iter_no_change, augmentation, mixed_precision, device, n_jobs, \
+callbacks, verbose, random_state
+        As in :class:`sktransfer.training.NeuralClassifierBase`: ``lr`` is the head's
+        learning rate; ``early_stopping`` holds out a stratified validation split and restores
+        the best epoch's weights; ``augmentation`` ("flip", "crop", "crop_flip") is applied to
+        training batches only; ``random_state`` makes CPU runs repeat exactly.
+
+    Attributes
+    ----------
+    classes_ : ndarray
+        Original labels; ``predict`` returns them and ``predict_proba`` columns follow them.
+    net_ : skorch.NeuralNetClassifier
+        The skorch net; ``net_.module_`` is the :class:`FineTuneNetwork`.
+    history_ : skorch.History
+    n_epochs_ : int
+    best_epoch_ : int or None
+    n_trainable_params_ : int
+        Parameters that were trained (head, unfrozen layers, LoRA adapters).
+    n_params_ : int
+        All parameters of the network (adapters included until merged).
+    trainable_fraction_ : float
+        ``n_trainable_params_ / n_params_``.
+    weights_ : str or None
+        The weights actually loaded, e.g. ``"MobileNet_V2_Weights.IMAGENET1K_V1"``.
+    blocks_ : list of str
+        The network's blocks, bottom to top (for ``train_layers=n`` and ``layer_decay``).
+    lora_layers_ : list of str
+        Layers that received adapters.
+    lora_merged_ : bool
+    features_cached_ : bool
+        Whether the head was trained on activations computed once.
+    device_ : torch.device
+    n_features_in_ : int
+        Only for 2-D vector input (plain-module backbones).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sktransfer import FineTuneClassifier
+    >>> rng = np.random.default_rng(0)
+    >>> X = rng.integers(0, 255, (8, 32, 32, 3), dtype=np.uint8)
+    >>> y = np.array(["ant", "bee"] * 4)
+    >>> clf = FineTuneClassifier("resnet18", weights=None, train_layers=1, max_epochs=2,
+    ...                          random_state=0).fit(X, y)
+    >>> clf.predict(X[:2]).dtype.kind, clf.blocks_[-1]
+    ('U', 'layer4.1')
+    >>> clf.n_trainable_params_ < clf.n_params_
+    True
+    """
+
+    _parameter_constraints: dict = {
+        **NeuralClassifierBase._parameter_constraints,
+        "backbone": [str, nn.Module],
+        "weights": [str, os.PathLike, None, WeightsEnum],
+        "train_layers": [
+            StrOptions(set(_TRAIN_KEYWORDS)),
+            Interval(Integral, 1, None, closed="left"),
+            list,
+            tuple,
+        ],
+        "image_size": [Interval(Integral, 1, None, closed="left"), None],
+        "head_hidden": [tuple, list],
+        "head_dropout": [Interval(Real, 0, 1, closed="left")],
+        "backbone_lr_scale": [Interval(Real, 0, None, closed="left")],
+        "layer_decay": [Interval(Real, 0, 1, closed="right"), None],
+        "lora_rank": [Interval(Integral, 0, None, closed="left")],
+        "lora_alpha": [Interval(Real, 0, None, closed="neither"), None],
+        "lora_dropout": [Interval(Real, 0, 1, closed="left")],
+        "lora_layers": [StrOptions({"all"}), Interval(Integral, 1, None, closed="left"), list],
+        "merge_lora": ["boolean"],
+        "cache_features": [StrOptions({"auto"}), "boolean"],
+    }
+
+    def __init__(
+        self,
+        backbone="mobilenet_v2",
+        *,
+        weights="DEFAULT",
+        train_layers="head",
+        image_size=None,
+        head_hidden=(),
+        head_dropout=0.2,
+        backbone_lr_scale=0.1,
+        layer_decay=None,
+        lora_rank=0,
+        lora_alpha=None,
+        lora_dropout=0.0,
+        lora_layers="all",
+        merge_lora=False,
+        cache_features="auto",
+        max_epochs=10,
+        lr=0.01,
+        batch_size=32,
+        optimizer="sgd",
+        weight_decay=0.0,
+        early_stopping=False,
+        validation_fraction=0.1,
+        n_iter_no_change=3,
+        augmentation=None,
+        mixed_precision="auto",
+        device="auto",
+        n_jobs=None,
+        callbacks=None,
+        verbose=0,
+        random_state=None,
+    ):
+        super().__init__(
+            max_epochs=max_epochs,
+            lr=lr,
+            batch_size=batch_size,
+            optimizer=optimizer,
+            weight_decay=weight_decay,
+            early_stopping=early_stopping,
+            validation_fraction=validation_fraction,
+            n_iter_no_change=n_iter_no_change,
+            augmentation=augmentation,
+            mixed_precision=mixed_precision,
+            device=device,
+            n_jobs=n_jobs,
+            callbacks=callbacks,
+            verbose=verbose,
+            random_state=random_state,
+        )
+        self.backbone = backbone
+        self.weights = weights
+        self.train_layers = train_layers
+        self.image_size = image_size
+        self.head_hidden = head_hidden
+        self.head_dropout = head_dropout
+        self.backbone_lr_scale = backbone_lr_scale
+        self.layer_decay = layer_decay
+        self.lora_rank = lora_rank
+        self.lora_alpha = lora_alpha
+        self.lora_dropout = lora_dropout
+        self.lora_layers = lora_layers
+        self.merge_lora = merge_lora
+        self.cache_features = cache_features
+
+    # ------------------------------------------------------------------ public API
+
+    @_fit_context(prefer_skip_nested_validation=True)
+    def fit(self, X, y):
+        """Replace the head, choose what trains, and train.
+
+        Parameters
+        ----------
+        X : images or vectors
+            Anything :func:`sktransfer.images.check_images` accepts, read with the backbone's
+            preprocessing (2-D vectors only for plain-module backbones).
+        y : array-like of shape (n_samples,)
+            Class labels of any type.
+
+        Returns
+        -------
+        self : FineTuneClassifier
+        """
+        self._check_head_params()
+        inputs, y_encoded = self._prepare_fit(X, y)
+        self.features_cached_ = self._use_feature_cache(inputs)
+        if self.features_cached_:
+            self._train_head_on_cached_features(inputs, y_encoded)
+        else:
+            self._continue_training(inputs, y_encoded)
+        self.lora_merged_ = False
+        self._count_parameters()
+        if self.merge_lora and self.lora_layers_:
+            self.merge_lora_adapters()
+        return self
+
+    def merge_lora_adapters(self):
+        """Merge LoRA adapters into the frozen weights (W += (alpha/r)·BA) for inference.
+
+        Outputs stay the same up to float rounding; the adapters are removed, so
+        ``n_params_`` returns to the original network's size. Training afterwards (a new
+        ``fit``) starts from a fresh network.
+
+        Returns
+        -------
+        self : FineTuneClassifier
+        """
+        check_is_fitted(self)
+        if not self.lora_layers_:
+            raise ValueError(
+                "This FineTuneClassifier has no LoRA adapters to merge (lora_rank=0). Set "
+                "lora_rank > 0 to train adapters."
+            )
+        if self.lora_merged_:
+            return self
+        from peft.tuners.lora import LoraLayer
+
+        body = self.net_.module_.body
+        for name, module in list(body.named_modules()):
+            if isinstance(module, LoraLayer):
+                module.merge(safe_merge=True)
+                parent, _, child = name.rpartition(".")
+                setattr(body.get_submodule(parent) if parent else body, child, module.base_layer)
+        self.lora_merged_ = True
+        self.n_params_ = count_trainable(self.net_.module_)[1]
+        return self
+
+    # ------------------------------------------------------------------ hooks
+
+    def _setup(self, random_state) -> Preprocessing:
+        self._loaded = load_backbone(self.backbone, self.weights, random_state=random_state)
+        self.weights_ = self._loaded.weights
+        if self.image_size is not None:
+            self._loaded.transform = _resized(self._loaded.transform, self.image_size)
+        return Preprocessing.from_backbone(self._loaded)
+
+    def _build_module(self, n_classes: int) -> nn.Module:
+        loaded, self._loaded = self._loaded, None
+        body = loaded.module  # load_backbone already copied it; ours to change
+        classifier_name, in_features = _last_linear(body, loaded.name)
+        _replace(body, classifier_name, nn.Identity())
+        if self.input_kind_ == "vectors" or _has_lazy(body):
+            with torch.no_grad():
+                body.eval()(self._example_batch())  # initialise lazy modules
+        head = make_head(in_features, n_classes, tuple(self.head_hidden), self.head_dropout)
+        self.blocks_, depth = self._blocks_and_depths(body, loaded)
+        self._depth = depth
+        body.requires_grad_(False)
+        for name, param in body.named_parameters():
+            param.requires_grad = self._trains(name, body, depth)
+        self.lora_layers_ = self._add_lora(body, depth)
+        return FineTuneNetwork(body, head)
+
+    def _param_groups(self, module: nn.Module) -> list[dict]:
+        if not isinstance(module, FineTuneNetwork):  # the head alone, on cached features
+            return [{"params": [p for p in module.parameters() if p.requires_grad]}]
+        new = [p for p in module.head.parameters() if p.requires_grad]
+        by_rate: dict[float, list] = {}
+        for name, param in module.body.named_parameters():
+            if not param.requires_grad:
+                continue
+            if "lora_" in name:
+                new.append(param)
+                continue
+            scale = self.backbone_lr_scale
+            if self.layer_decay is not None:
+                scale *= self.layer_decay ** self._depth.get(_original_name(name), 0)
+            by_rate.setdefault(scale, []).append(param)
+        groups = [{"params": new, "lr": self.lr}]
+        groups += [{"params": ps, "lr": self.lr * s} for s, ps in sorted(by_rate.items())]
+        return [g for g in groups if g["params"]]
+
+    # ------------------------------------------------------------------ internals
+
+    def _check_head_params(self):
+        hidden = tuple(self.head_hidden)
+        if len(hidden) > 3 or not all(isinstance(h, Integral) and h > 0 for h in hidden):
+            raise ValueError(
+                f"head_hidden must hold 0 to 3 positive layer widths, e.g. () or (256,); got "
+                f"{self.head_hidden!r}."
+            )
+        layers = self.train_layers
+        if isinstance(layers, list | tuple) and (
+            not layers or not all(isinstance(p, str) for p in layers)
+        ):
+            raise ValueError(
+                f"train_layers as a list must hold parameter-name patterns (str), e.g. "
+                f"['features.18.*']; got {layers!r}."
+            )
+
+    def _use_feature_cache(self, inputs: ImageInputs) -> bool:
+        possible = (
+            self.train_layers == "head"
+            and self.lora_rank == 0
+            and self.augmentation is None
+            and inputs.kind != "vectors"
+        )
+        if self.cache_features is True and not possible:
+            raise ValueError(
+                "cache_features=True needs train_layers='head', lora_rank=0, "
+                "augmentation=None and image input, since only then is the frozen network's "
+                f"output fixed; got train_layers={self.train_layers!r}, "
+                f"lora_rank={self.lora_rank}, augmentation={self.augmentation!r}. Use "
+                "cache_features='auto'."
+            )
+        return possible and self.cache_features in ("auto", True)
+
+    def _train_head_on_cached_features(self, inputs, y_encoded):
+        network = self.net_.module_
+        transform = self.preprocessing_.transform or _to_float  # a plain module takes floats
+        body = Backbone(network.body, transform, "body", "module")
+        frozen = FrozenNetwork(body, [_tappable(network.body)[-1]], self.device_)
+        features = extract_activations(
+            frozen,
+            inputs,
+            pooling=None,
+            batch_size=64 if self.device_.type == "cuda" else 16,
+            n_workers=self.net_.n_workers,
+            verbose=self.verbose,
+        )
+        features = ImageInputs("vectors", next(iter(features.values())))
+        self._set_module(network.head)
+        channels_last, self.net_.channels_last = self.net_.channels_last, False
+        self._continue_training(features, y_encoded)
+        self.net_.channels_last = channels_last
+        self.net_.module_ = self._place(network)
+
+    def _count_parameters(self):
+        self.n_trainable_params_, self.n_params_ = count_trainable(self.net_.module_)
+        self.trainable_fraction_ = self.n_trainable_params_ / self.n_params_
+
+    def _blocks_and_depths(self, body, loaded):
+        """Blocks bottom to top, and each pretrained parameter's block rank from the top."""
+        if not self._needs_blocks():
+            return [], {}
+        if self.input_kind_ == "vectors":  # an MLP: each layer with parameters is a block
+            order = [n for n, m in body.named_modules() if _own_params(m)]
+            blocks = order
+        else:
+            blocks = block_layers(Backbone(body, loaded.transform, loaded.name, "module"))
+            order = _graph_nodes(body)
+        if not blocks:
+            raise ValueError(
+                f"Found no blocks in {loaded.name!r}, so train_layers/lora_layers cannot count "
+                "blocks. Pass parameter-name patterns instead (a list of str)."
+            )
+        starts = [_first_position(order, b) for b in blocks]
+        depth = {}
+        for module_name, module in body.named_modules():
+            if not _own_params(module):
+                continue
+            position = _first_position(order, module_name)
+            above = sum(start <= position for start in starts)  # blocks starting at or before
+            rank = len(blocks) - max(above, 1)  # the stem counts as the deepest block
+            for param_name, _ in module.named_parameters(recurse=False):
+                depth[_join(module_name, param_name)] = rank
+        return blocks, depth
+
+    def _needs_blocks(self) -> bool:
+        return (
+            isinstance(self.train_layers, Integral)
+            or isinstance(self.lora_layers, Integral)
+            or self.layer_decay is not None
+        )
+
+    def _check_block_count(self, n, what):
+        if n > len(self.blocks_):
+            raise ValueError(
+                f"{what}={n}, but {self.backbone if isinstance(self.backbone, str) else 'the'}"
+                f" network has {len(self.blocks_)} blocks ({self.blocks_[0]} ... "
+                f"{self.blocks_[-1]}). Use at most {len(self.blocks_)} or 'all'."
+            )
+
+    def _trains(self, name: str, body: nn.Module, depth: dict) -> bool:
+        layers = self.train_layers
+        if layers == "head":
+            return False
+        if layers == "all":
+            return True
+        if layers == "norm":
+            owner = body.get_submodule(name.rpartition(".")[0]) if "." in name else body
+            return isinstance(owner, _NORM_LAYERS)
+        if isinstance(layers, Integral):
+            self._check_block_count(layers, "train_layers")
+            return depth[name] < layers
+        return any(fnmatch.fnmatchcase(name, pattern) for pattern in layers)
+
+    def _add_lora(self, body: nn.Module, depth: dict) -> list[str]:
+        if self.lora_rank == 0:
+            return []
+        try:
+            from peft import LoraConfig, inject_adapter_in_model
+        except ImportError:
+            raise ValueError(
+                "lora_rank > 0 needs peft: pip install 'sktransfer[lora]' (or pip install peft)."
+            ) from None
+        targets = [
+            name
+            for name, module in body.named_modules()
+            if _lora_eligible(module) and self._in_lora_layers(name, module, depth)
+        ]
+        if not targets:
+            # Not an error: grids such as {"lora_rank": [0, 4], "train_layers": ["head", "all"]}
+            # must run; with everything trained, adapters would add nothing.
+            warnings.warn(
+                f"lora_rank={self.lora_rank} but no frozen nn.Linear or nn.Conv2d (groups=1) "
+                f"layer is selected by lora_layers={self.lora_layers!r} and not already trained "
+                f"by train_layers={self.train_layers!r}, so no adapter was added. Widen "
+                "lora_layers or set lora_rank=0.",
+                UserWarning,
+                stacklevel=4,
+            )
+            return []
+        trainable = {id(p) for p in body.parameters() if p.requires_grad}
+        config = LoraConfig(
+            r=self.lora_rank,
+            lora_alpha=self.lora_alpha if self.lora_alpha is not None else self.lora_rank,
+            lora_dropout=self.lora_dropout,
+            target_modules="^(" + "|".join(re.escape(t) for t in targets) + ")$",
+            init_lora_weights="gaussian",
+        )
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*fan_in_fan_out.*")
+            inject_adapter_in_model(config, body)
+        for name, param in body.named_parameters():  # peft froze everything else
+            param.requires_grad = "lora_" in name or id(param) in trainable
+        return targets
+
+    def _in_lora_layers(self, name, module, depth) -> bool:
+        if any(p.requires_grad for p in module.parameters()):
+            return False  # already fully trained: an adapter would add nothing
+        layers = self.lora_layers
+        if layers == "all":
+            return True
+        if isinstance(layers, Integral):
+            self._check_block_count(layers, "lora_layers")
+            return depth[_join(name, "weight")] < layers
+        return any(fnmatch.fnmatchcase(name, pattern) for pattern in layers)
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.two_d_array = isinstance(self.backbone, nn.Module)
+        return tags
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _last_linear(module: nn.Module, name: str) -> tuple[str, int]:
+    linear = [(n, m) for n, m in module.named_modules() if isinstance(m, nn.Linear)]
+    if not linear:
+        raise ValueError(
+            f"Backbone {name!r} has no nn.Linear classifier to replace with a new head. Pass a "
+            "network whose last nn.Linear layer is its classifier."
+        )
+    layer_name, layer = linear[-1]
+    if isinstance(layer, nn.LazyLinear) or isinstance(
+        layer.weight, nn.parameter.UninitializedParameter
+    ):
+        raise ValueError(
+            f"The last Linear layer {layer_name!r} of {name!r} is lazy, so its input width is "
+            "unknown. Give it an explicit in_features."
+        )
+    return layer_name, layer.in_features
+
+
+def _resized(transform, size: int):
+    """The preset with another resize/crop size (same normalisation and interpolation)."""
+    if not isinstance(transform, ImageClassification):
+        raise ValueError(
+            f"image_size needs a backbone with a torchvision preprocessing preset; this one "
+            f"has {transform!r}. Resize the images yourself and pass image_size=None."
+        )
+    return ImageClassification(
+        crop_size=size,
+        resize_size=size,
+        mean=transform.mean,
+        std=transform.std,
+        interpolation=transform.interpolation,
+        antialias=transform.antialias,
+    )
+
+
+def _to_float(images: torch.Tensor) -> torch.Tensor:
+    return to_dtype(images, torch.float32, scale=True)
+
+
+def _replace(module: nn.Module, name: str, new: nn.Module) -> None:
+    parent, _, child = name.rpartition(".")
+    setattr(module.get_submodule(parent) if parent else module, child, new)
+
+
+def _has_lazy(module: nn.Module) -> bool:
+    return any(isinstance(p, nn.parameter.UninitializedParameter) for p in module.parameters())
+
+
+def _own_params(module: nn.Module) -> bool:
+    return next(module.parameters(recurse=False), None) is not None
+
+
+def _lora_eligible(module: nn.Module) -> bool:
+    if isinstance(module, nn.Conv2d):
+        return module.groups == 1  # peft's grouped/depthwise support is not what we want
+    return isinstance(module, nn.Linear)
+
+
+def _first_position(order: list[str], name: str) -> int:
+    for index, node in enumerate(order):
+        # a node inside the module, or a node that is a module enclosing it (traced as a leaf)
+        if node == name or node.startswith(name + ".") or name.startswith(node + "."):
+            return index
+    return len(order)
+
+
+def _join(prefix: str, name: str) -> str:
+    return f"{prefix}.{name}" if prefix else name
+
+
+def _original_name(name: str) -> str:
+    return name.replace(".base_layer", "")
