@@ -17,13 +17,12 @@ import torch
 from sklearn.base import _fit_context
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.multiclass import check_classification_targets
-from sklearn.utils.validation import check_is_fitted, column_or_1d
+from sklearn.utils.validation import _num_samples, column_or_1d
 from skorch.callbacks import Callback
 from torch import nn
 
 from .backbones import Backbone
 from .distillation import DistillationLoss, HintAdapter
-from .images import check_images
 from .students import Student, StudentTransform, build_student, reset_parameters
 from .teachers import (
     is_torch_teacher,
@@ -318,14 +317,21 @@ n_features_in_
         self : DistilledClassifier
         """
         self._check_settings(y, X_unlabeled)
-        n_labelled = len(check_images(X, allow_vectors=True))
+        n_labelled = _num_samples(X)
         if y is not None:
             y = column_or_1d(y, warn=True)
             check_classification_targets(y)
             if len(y) != n_labelled:
                 raise ValueError(f"X has {n_labelled} samples but y has {len(y)} labels.")
         transfer = X if X_unlabeled is None else _concatenate(X, X_unlabeled)
-        self._fit_state = {"X": X, "y": y, "transfer": transfer, "n_labelled": n_labelled}
+        n_transfer = n_labelled + (0 if X_unlabeled is None else _num_samples(X_unlabeled))
+        self._fit_state = {
+            "X": X,
+            "y": y,
+            "transfer": transfer,
+            "n_labelled": n_labelled,
+            "n_transfer": n_transfer,
+        }
         try:
             inputs, y_encoded = self._prepare_fit(transfer, None)
             epochs = self.max_epochs
@@ -380,57 +386,7 @@ n_features_in_
             teacher = prepare_teacher(self.teacher, state["X"], state["y"])
         classes = self._resolve_classes(teacher, state["y"])
         student, preprocessing = self._make_student(teacher, len(classes), random_state)
-        transfer = check_images(state["transfer"], allow_vectors=preprocessing.takes_vectors)
-        if transfer.kind == "vectors" and not student.takes_vectors:
-            raise ValueError(
-                f"The student {student.name!r} takes images, but X is a 2-D array of feature "
-                "vectors. Use an MLP student ('mlp-64-64') or pass images."
-            )
-        hint_layer = self.hint_layers[1] if self.hint_layers else None
-        example = next(transfer[:2].batches(preprocessing.transform, 2))
-        student_hint = _probe(student.module, preprocessing.finish(example, False), hint_layer)
-
-        targets = {}
-        self.teacher_queries_ = 0
-        if teacher is not None:
-            queried = teacher
-            if self.hint_layers is not None and not isinstance(teacher, Backbone):
-                queried = teacher_backbone(teacher)  # a FineTuneClassifier's network
-            outputs = teacher_outputs(
-                queried,
-                state["transfer"],
-                transfer,
-                hint_layer=self.hint_layers[0] if self.hint_layers else None,
-                hint_size=student_hint[1:] if student_hint else None,
-                embedding=self.relation_weight > 0,
-                batch_size=self.batch_size,
-                device=self.device_,
-                verbose=self.verbose > 1,
-            )
-            self.teacher_queries_ = 1
-            if outputs.logits.shape[1] != len(classes):
-                raise ValueError(
-                    f"The teacher has {outputs.logits.shape[1]} outputs but there are "
-                    f"{len(classes)} classes {classes.tolist()}; a torch teacher must output "
-                    "one logit per class, in the order of the sorted labels."
-                )
-            targets["teacher"] = outputs.logits
-            if outputs.hint is not None:
-                targets["hint"] = outputs.hint
-            if outputs.embedding is not None:
-                targets["embedding"] = outputs.embedding
-        adapter = None
-        if hint_layer is not None:
-            adapter = HintAdapter(student_hint, targets["hint"].shape[1:])
-        state.update(
-            classes=classes,
-            n_transfer=len(transfer),
-            targets=targets,
-            hint_width=int(np.prod(targets["hint"].shape[1:])) if adapter is not None else 0,
-            network=DistillationNetwork(
-                student.module, adapter, hint_layer, self.relation_weight > 0
-            ),
-        )
+        state.update(teacher=teacher, classes=classes, student=student)
         self.student_name_ = student.name
         return preprocessing
 
@@ -448,7 +404,57 @@ n_features_in_
         return labels
 
     def _build_module(self, n_classes: int) -> nn.Module:
-        return self._fit_state["network"]
+        """Probe the student, query the teacher once, and wrap the student for training."""
+        state = self._fit_state
+        student, teacher, transfer = state["student"], state["teacher"], self._build_inputs
+        if self.input_kind_ == "vectors" and not student.takes_vectors:
+            raise ValueError(
+                f"The student {student.name!r} takes images, but X is a 2-D array of feature "
+                "vectors. Use an MLP student ('mlp-64-64') or pass images."
+            )
+        hint_layer = self.hint_layers[1] if self.hint_layers else None
+        student_hint = _probe(student.module, self._example_batch(), hint_layer)
+        targets = {}
+        self.teacher_queries_ = 0
+        if teacher is not None:
+            targets = self._query_teacher(teacher, transfer, student_hint, n_classes)
+        adapter = None
+        if hint_layer is not None:
+            adapter = HintAdapter(student_hint, targets["hint"].shape[1:])
+        state.update(
+            targets=targets,
+            hint_width=int(np.prod(targets["hint"].shape[1:])) if adapter is not None else 0,
+        )
+        return DistillationNetwork(student.module, adapter, hint_layer, self.relation_weight > 0)
+
+    def _query_teacher(self, teacher, transfer, student_hint, n_classes) -> dict:
+        queried = teacher
+        if self.hint_layers is not None and not isinstance(teacher, Backbone):
+            queried = teacher_backbone(teacher)  # a FineTuneClassifier's network
+        outputs = teacher_outputs(
+            queried,
+            self._fit_state["transfer"],
+            transfer,
+            hint_layer=self.hint_layers[0] if self.hint_layers else None,
+            hint_size=student_hint[1:] if student_hint else None,
+            embedding=self.relation_weight > 0,
+            batch_size=self.batch_size,
+            device=self.device_,
+            verbose=self.verbose > 1,
+        )
+        self.teacher_queries_ = 1
+        if outputs.logits.shape[1] != n_classes:
+            raise ValueError(
+                f"The teacher has {outputs.logits.shape[1]} outputs but there are {n_classes} "
+                f"classes {self.classes_.tolist()}; a torch teacher must output one logit per "
+                "class, in the order of the sorted labels."
+            )
+        targets = {"teacher": outputs.logits}
+        if outputs.hint is not None:
+            targets["hint"] = outputs.hint
+        if outputs.embedding is not None:
+            targets["embedding"] = outputs.embedding
+        return targets
 
     def _criterion(self) -> nn.Module:
         n_classes, hint_width = len(self.classes_), self._fit_state["hint_width"]
@@ -522,20 +528,6 @@ n_features_in_
             preprocessing = Preprocessing(transform, True)
         name = getattr(unfrozen(teacher), "student_name_", type(module).__name__)
         return Student(module, preprocessing.transform, name, True), preprocessing
-
-    def predict(self, X):
-        """The most probable class of each sample, as one of ``classes_``.
-
-        Parameters
-        ----------
-        X : images or vectors
-
-        Returns
-        -------
-        ndarray of shape (n_samples,)
-        """
-        check_is_fitted(self)  # the base reads classes_ before its own check
-        return super().predict(X)
 
     @property
     def student_module_(self) -> nn.Module:

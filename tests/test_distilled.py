@@ -305,20 +305,10 @@ def test_parameters_are_validated(data, teacher):
         _small(teacher=nn.Linear(10, 3), hint_layers=("a",)).fit(X, y)
 
 
-# sktransfer.images.check_images reads X image-first: these come from that shared foundation.
-_IMAGE_FIRST_INPUT = {
-    "check_dtype_object": "an object array is read as a collection of file paths or images",
-    "check_estimator_sparse_tag": "check_images rejects sparse input without naming sparsity",
-    "check_estimator_sparse_array": "check_images rejects sparse input without naming sparsity",
-    "check_estimator_sparse_matrix": "check_images rejects sparse input without naming sparsity",
-    "check_classifier_data_not_an_array": "a non-ndarray sequence is read as images, one by one",
-    "check_fit2d_predict1d": "the 1-D error explains image shapes, not 'Reshape your data'",
-}
-
-
 @parametrize_with_checks(
     [_small(teacher=LogisticRegression(), max_epochs=20, lr=1e-2)],
-    expected_failed_checks=lambda estimator: _IMAGE_FIRST_INPUT,
+    # none expected: the base validates tabular X with scikit-learn's own checks
+    expected_failed_checks=lambda estimator: {},
 )
 def test_sklearn_compatible(estimator, check):
     check(estimator)
