@@ -312,3 +312,40 @@ def test_parameters_are_validated(data, teacher):
 )
 def test_sklearn_compatible(estimator, check):
     check(estimator)
+
+
+# ----------------------------------------------------------------- FineTuneClassifier teachers
+
+
+@pytest.fixture(scope="module")
+def finetuned(images):
+    from sktransfer import FineTuneClassifier
+
+    X, y = images
+    torch.manual_seed(0)
+    body = nn.Sequential(SmallCNN((8, 16), 10).features, nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                         nn.Linear(16, 10))  # fmt: skip
+    return FineTuneClassifier(
+        body, train_layers="all", max_epochs=3, device="cpu", random_state=0
+    ).fit(X, np.where(y == 1, "bee", "ant"))
+
+
+def test_finetune_classifier_teacher_gives_hints_and_classes(images, finetuned):
+    X, _ = images
+    model = _small(
+        teacher=FrozenEstimator(finetuned),
+        student="cnn-4-8",
+        hint_layers=("body.0.1", "features.0"),
+    ).fit(X, None)
+    assert model.classes_.tolist() == ["ant", "bee"]
+    assert model.teacher_queries_ == 1
+    assert model.net_.module_.adapter.teacher_shape == (16, 8, 8)
+
+
+def test_born_again_from_a_finetune_classifier(images, finetuned):
+    X, _ = images
+    (generation,) = born_again(
+        FrozenEstimator(finetuned), X, None, generations=1, max_epochs=1, device="cpu"
+    )
+    assert type(generation.student_module_) is type(finetuned.net_.module_)
+    assert generation.classes_.tolist() == ["ant", "bee"]
