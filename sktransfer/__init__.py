@@ -52,3 +52,8 @@ __all__ = [
     "PrunedClassifier",
     "plot_lottery",
 ]
+
+from .distilled import DistilledClassifier, born_again  # noqa: E402
+from .students import build_student  # noqa: E402
+
+__all__ += ["DistilledClassifier", "born_again", "build_student"]
