@@ -95,6 +95,7 @@ from torch import nn
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
 
+from .backbones import ToUnitFloat
 from .devices import available_or_cpu, resolve_device, seeded
 from .images import ImageInputs, check_images
 
@@ -151,7 +152,7 @@ class Preprocessing:
     def from_backbone(cls, backbone) -> Preprocessing:
         """The preprocessing of a :class:`~sktransfer.backbones.Backbone`."""
         transform = backbone.transform
-        if transform is None:
+        if transform is None or isinstance(transform, ToUnitFloat):  # a plain module's
             return cls(None, backbone.takes_vectors)
         crop = getattr(transform, "crop_size", None)
         resize = getattr(transform, "resize_size", None)

@@ -90,7 +90,7 @@ def test_multiply_adds_of_a_conv():
 def test_reset_parameters_gives_fresh_weights():
     module = MLP((8,), 2, in_features=4)
     before = [p.clone() for p in module.parameters()]
-    reset_parameters(module, random_state=0)
+    reset_parameters(module, random_state=12345)  # conftest seeds torch with 0 before tests
     after = list(module.parameters())
     assert not any(torch.equal(a, b) for a, b in zip(before, after))
 
