@@ -262,13 +262,7 @@ class PrunedClassifier(ClassifierMixin, BaseEstimator):
         check_is_fitted(self)
         _reject_sparse(X)
         trainer = _trainer_for(self.estimator_)
-        n_features = getattr(self, "n_features_in_", None)
-        if n_features is not None and np.ndim(X) == 2 and np.shape(X)[1] != n_features:
-            raise ValueError(
-                f"X has {np.shape(X)[1]} features, but PrunedClassifier is expecting "
-                f"{n_features} features as input (the number it was fitted with)."
-            )
-        return trainer.predict_proba(self.estimator_, X)
+        return trainer.predict_proba(self.estimator_, X, getattr(self, "n_features_in_", None))
 
     def predict(self, X):
         """Labels predicted by the pruned network (values from ``classes_``).
@@ -405,8 +399,8 @@ class _BaseTrainer:
         return ImageDataset(inputs, None, preprocessing=owner.preprocessing_)
 
     @staticmethod
-    def predict_proba(fitted, X):
-        return fitted.predict_proba(X)
+    def predict_proba(fitted, X, n_features):
+        return fitted.predict_proba(X)  # the base validates X against what it was fitted on
 
 
 class _SkorchTrainer:
@@ -464,8 +458,14 @@ class _SkorchTrainer:
         return check_array(X, dtype=np.float32, allow_nd=True)
 
     @staticmethod
-    def predict_proba(fitted, X):
-        return fitted.predict_proba(check_array(X, dtype=np.float32, allow_nd=True))
+    def predict_proba(fitted, X, n_features):
+        X = check_array(X, dtype=np.float32, allow_nd=True)
+        if n_features is not None and X.ndim == 2 and X.shape[1] != n_features:
+            raise ValueError(
+                f"X has {X.shape[1]} features, but PrunedClassifier is expecting "
+                f"{n_features} features as input (the number it was fitted with)."
+            )
+        return fitted.predict_proba(X)
 
 
 def _trainer_for(estimator):

@@ -350,13 +350,9 @@ def test_grid_search_in_parallel():
     assert hasattr(search.best_estimator_, "masks_")
 
 
-EXPECTED_FAILED_CHECKS = {
-    # Input reading belongs to the shared base (sktransfer.images.check_images via
-    # NeuralClassifierBase), which reads arrays as images or vectors, not as generic tables.
-    "check_dtype_object": "check_images rejects object arrays of numbers (read as paths)",
-    "check_classifier_data_not_an_array": "check_images does not accept array-likes without len",
-    "check_fit2d_predict1d": "check_images' error says 'Expected images...', not 'Reshape...'",
-}
+# Every check passes on this configuration: input reading (images or vectors) is the shared
+# base's, which validates tabular X the scikit-learn way.
+EXPECTED_FAILED_CHECKS = {}
 
 
 def _tiny_ticket():
