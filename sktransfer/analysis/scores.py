@@ -202,7 +202,9 @@ def h_score(X, y, *, shrinkage=None) -> float:
     Returns
     -------
     score : float
-        Higher is better; at most ``min(n_features, n_classes - 1)``.
+        Higher is better. The plain score is at most ``min(n_features, n_classes - 1)``
+        and reaches that bound whenever n_samples <= n_features (the classes are then
+        separable in-sample): use shrinkage there.
 
     References
     ----------
