@@ -106,6 +106,11 @@ def _logme_evidences(n, d, sigma, Q, t_norm2):
     outside = np.maximum(t_norm2 - q2.sum(axis=0), 0.0)  # the part of t no direction reaches
     alpha = np.ones(Q.shape[1])
     beta = np.ones(Q.shape[1])
+    # When n <= rank the features can interpolate t: the evidence then grows towards a
+    # finite limit as lam -> 0 (noise-free fit) and the fixed point runs off to beta = inf.
+    # Keep lam within [1e-10, 1e10] x the largest eigenvalue and stop when it stays at a
+    # bound; the evidence is then evaluated exactly at that (alpha, beta), near its supremum.
+    lam_min, lam_max = sigma.max() * 1e-10, sigma.max() * 1e10
 
     def moments(lam):
         denominator = sigma + lam
@@ -114,14 +119,29 @@ def _logme_evidences(n, d, sigma, Q, t_norm2):
         return denominator, m2, residual
 
     for _ in range(_LOGME_MAX_ITER):
-        lam = alpha / beta
+        lam = np.clip(alpha / beta, lam_min, lam_max)
         denominator, m2, residual = moments(lam)
         gamma = np.sum(sigma / denominator, axis=0)
         alpha = gamma / np.maximum(m2, 1e-300)
-        beta = (n - gamma) / np.maximum(residual, 1e-300)
-        if np.all(np.abs(alpha / beta - lam) <= _LOGME_TOL * lam):
+        beta = np.maximum(n - gamma, 0.0) / np.maximum(residual, 1e-300)
+        with np.errstate(divide="ignore"):
+            new = alpha / beta
+        # At a bound only when the previous step already sat there: early steps overshoot.
+        settled = (
+            (np.abs(new - lam) <= _LOGME_TOL * lam)
+            | ((lam <= lam_min) & (new <= lam_min))
+            | ((lam >= lam_max) & (new >= lam_max))
+        )
+        if np.all(settled):
             break
-    lam = alpha / beta
+    with np.errstate(divide="ignore"):
+        unclipped = alpha / beta
+    lam = np.clip(unclipped, lam_min, lam_max)
+    # At the upper bound alpha -> inf (no signal: m -> 0) while beta is well determined; at
+    # the lower bound beta -> inf while alpha is. Keep the determined one.
+    upper = unclipped > lam_max
+    alpha = np.where(upper, lam * beta, alpha)
+    beta = np.where(upper, beta, alpha / lam)
     _, m2, residual = moments(lam)
     # log|A| with A = alpha I + beta X^T X: the d - rank zero eigenvalues contribute log(alpha).
     log_det = np.sum(np.log(alpha + beta * sigma), axis=0) + (d - sigma.size) * np.log(alpha)
