@@ -191,13 +191,20 @@ class DeepFeatureExtractor(TransformerMixin, BaseEstimator):
 
     def _fit(self, X, y):
         """Fit; return the chosen layer's features when ``layers="auto"``, else None."""
+        auto = isinstance(self.layers, str) and self.layers == "auto"
+        if auto and y is None:  # before anything is loaded or set
+            raise ValueError(
+                "DeepFeatureExtractor with layers='auto' requires y to be passed, but the "
+                "target y is None: it picks the layer whose features best predict y. Pass the "
+                "labels to fit, or name the layers."
+            )
         seed = _seed(self.random_state)
         self.device_ = resolve_device(self.device)
         self.backbone_ = load_backbone(self.backbone, self.weights, random_state=seed)
         self.weights_ = self.backbone_.weights
         inputs = self._check_inputs(X, reset=True)
         selected = None
-        if isinstance(self.layers, str) and self.layers == "auto":
+        if auto:
             with seeded(seed):
                 selected = self._select_layer(inputs, y)
             self.layers_ = [next(iter(selected))]
@@ -291,12 +298,6 @@ class DeepFeatureExtractor(TransformerMixin, BaseEstimator):
 
     def _select_layer(self, inputs, y) -> dict[str, np.ndarray]:
         """Score every candidate layer on (inputs, y); return the best one's features."""
-        if y is None:
-            raise ValueError(
-                "DeepFeatureExtractor with layers='auto' requires y to be passed, but the "
-                "target y is None: it picks the layer whose features best predict y. Pass the "
-                "labels to fit, or name the layers."
-            )
         y = np.asarray(y)
         if y.ndim != 1 or len(y) != len(inputs):
             raise ValueError(

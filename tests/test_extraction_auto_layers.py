@@ -74,6 +74,7 @@ def test_auto_needs_labels(data):
     )
     with pytest.raises(ValueError, match="requires y to be passed"):
         extractor.fit(X)
+    assert not hasattr(extractor, "backbone_")  # rejected before anything was set
     with pytest.raises(ValueError, match="one label per image"):
         extractor.fit(X, y[:5])
     with pytest.raises(ValueError, match="twice"):
