@@ -226,13 +226,19 @@ class DeepFeatureExtractor(TransformerMixin, BaseEstimator):
 
     def _fit(self, X, y):
         """Fit; return the chosen layer's features when ``layers="auto"``, else None."""
+        auto = isinstance(self.layers, str) and self.layers == "auto"
+        if auto and y is None:  # before anything is loaded or set
+            raise ValueError(
+                "DeepFeatureExtractor with layers='auto' requires y to be passed, but the "
+                "target y is None: it picks the layer whose features best predict y. Pass the "
+                "labels to fit, or name the layers."
+            )
         seed = _seed(self.random_state)
         self.device_ = resolve_device(self.device)
         self.engine_ = resolve_engine(self.engine, self.device_, self.precision)
         self.backbone_ = _load_backbone(self.backbone, self.weights, seed)
         self.weights_ = self.backbone_.weights
         inputs = self._check_inputs(X, reset=True)
-        auto = isinstance(self.layers, str) and self.layers == "auto"
         if auto:
             y = _check_selection_target(y, len(inputs))
             self.layers_ = self._candidate_layers()
