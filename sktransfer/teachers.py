@@ -184,19 +184,29 @@ def _torch_outputs(backbone, inputs, hint_layer, hint_size, embedding, batch_siz
             f"The teacher {backbone.name!r} takes images, but X is a 2-D array of feature "
             "vectors. Pass images."
         )
-    output_node = _graph_nodes(backbone.module)[-1]
-    layers = [output_node]
+    nodes = _graph_nodes(backbone.module)
+    output_node = nodes[-1]
+    wanted = [output_node]
     if hint_layer is not None:
-        layers.append(hint_layer)
+        wanted.append(hint_layer)
     embedding_node = penultimate_layer(backbone.module) if embedding else None
-    if embedding_node is not None and embedding_node not in layers:
-        layers.append(embedding_node)
+    if embedding_node is not None:
+        wanted.append(embedding_node)
+    # A module's name and its last node's name are one output ("hidden.1" and "hidden.1.2"):
+    # the feature extractor keeps one of them, so tap one name per output and alias the rest.
+    tapped = {}
+    for name in wanted:
+        tapped.setdefault(_last_node(nodes, name), name)
+    alias = {name: tapped[_last_node(nodes, name)] for name in wanted}
+    layers = list(tapped.values())
     network = FrozenNetwork(backbone, layers, torch.device(device or "cpu"))
     with torch.inference_mode():
         probe = network(next(inputs[:1].batches(backbone.transform, 1)))
     activations = extract_activations(
         network, inputs, pooling=None, batch_size=batch_size, verbose=verbose
     )
+    activations = {name: activations[alias[name]] for name in wanted}
+    probe = {name: probe[alias[name]] for name in wanted}
     logits = activations[output_node]
     hint = None
     if hint_layer is not None:
@@ -207,6 +217,12 @@ def _torch_outputs(backbone, inputs, hint_layer, hint_size, embedding, batch_siz
     features = activations[embedding_node] if embedding_node is not None else None
     classes = np.arange(logits.shape[1])
     return TeacherOutputs(logits, classes, hint, features)
+
+
+def _last_node(nodes: list[str], name: str) -> str:
+    """The graph node whose output a layer name taps (a module: its last node)."""
+    inside = [node for node in nodes if node == name or node.startswith(name + ".")]
+    return inside[-1] if inside else name
 
 
 def _pool_maps(maps: np.ndarray, size, batch_size: int) -> np.ndarray:

@@ -83,3 +83,16 @@ def test_teacher_module_finds_networks():
     module = nn.Linear(2, 2)
     assert teacher_module(module) is module
     assert teacher_module(LogisticRegression()) is None
+
+
+def test_hint_and_embedding_may_be_the_same_output(data):
+    X, _ = data
+    from sktransfer.students import MLP
+
+    module = MLP((5, 4), 3, dropout=0.1, in_features=6)  # hidden.1 ends in its dropout node
+    backbone = prepare_teacher(module, X, None)
+    out = teacher_outputs(
+        backbone, X, check_images(X, allow_vectors=True), hint_layer="hidden.1", embedding=True
+    )
+    assert out.hint.shape == (len(X), 4) and out.embedding.shape == (len(X), 4)
+    np.testing.assert_array_equal(out.hint, out.embedding)
