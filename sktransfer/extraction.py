@@ -262,7 +262,11 @@ class DeepFeatureExtractor(TransformerMixin, BaseEstimator):
 
     def _resolve_layers(self, layers) -> list[str]:
         if layers is None:
-            return [penultimate_layer(self.backbone_.module)]
+            # Finding it traces the network (about 0.3 s): once per network, not per clone.
+            identity = self.backbone_.identity
+            if identity not in _PENULTIMATE or _has_lazy(self.backbone_.module):
+                _PENULTIMATE[identity] = penultimate_layer(self.backbone_.module)
+            return [_PENULTIMATE[identity]]
         layers = [layers] if isinstance(layers, str) else list(layers)
         if not layers or not all(isinstance(layer, str) for layer in layers):
             raise ValueError(
@@ -434,6 +438,7 @@ class _LRU:
 
 _BACKBONES = _LRU(4)
 _NETWORKS = _LRU(8)
+_PENULTIMATE: dict[str, str] = {}
 
 
 def _has_lazy(module: nn.Module) -> bool:
