@@ -48,7 +48,18 @@ RESULTS = ROOT / "benchmarks" / "results"
 MEDMNIST_REFERENCE = {"breastmnist": (0.901, 0.863), "pneumoniamnist": (0.944, 0.854)}
 
 
-def load(dataset: str, train_size: int | None, seed: int = 0):
+def _stratified(y, size, seed):
+    rng = np.random.default_rng(seed)
+    keep = np.concatenate(
+        [
+            rng.choice(np.flatnonzero(y == c), round(size * np.mean(y == c)), replace=False)
+            for c in np.unique(y)
+        ]
+    )
+    return np.sort(keep)
+
+
+def load(dataset: str, train_size: int | None, test_size: int | None, seed: int = 0):
     if dataset == "hymenoptera":
         X_train, y_train = load_image_folder(DATA / "hymenoptera" / "train")
         X_test, y_test = load_image_folder(DATA / "hymenoptera" / "val")
@@ -58,23 +69,14 @@ def load(dataset: str, train_size: int | None, seed: int = 0):
         X_train, y_train = data["train_images"], data["train_labels"].ravel()
         X_test, y_test = data["test_images"], data["test_labels"].ravel()
         split = "test"
-    n_full = len(X_train)
+    n_full, n_test_full = len(X_train), len(X_test)
     if train_size is not None and train_size < n_full:
-        rng = np.random.default_rng(seed)
-        # stratified subsample: the same fraction of every class
-        keep = np.concatenate(
-            [
-                rng.choice(
-                    np.flatnonzero(y_train == c),
-                    round(train_size * np.mean(y_train == c)),
-                    replace=False,
-                )
-                for c in np.unique(y_train)
-            ]
-        )
-        keep.sort()
+        keep = _stratified(y_train, train_size, seed)
         X_train, y_train = X_train[keep], y_train[keep]
-    return X_train, y_train, X_test, y_test, split, n_full
+    if test_size is not None and test_size < n_test_full:
+        keep = _stratified(y_test, test_size, seed)
+        X_test, y_test = X_test[keep], y_test[keep]
+    return X_train, y_train, X_test, y_test, split, (n_full, n_test_full)
 
 
 def rows(epochs: int):
@@ -116,7 +118,11 @@ def extraction_row(X_train, y_train, X_test, y_test, image_size):
     fit_time = time.perf_counter() - start
     proba = model.predict_proba(features(X_test))
     coef = model[-1].coef_
+    # the network without its ImageNet classifier, plus the logistic regression
+    classifier = [m for m in backbone.module.modules() if isinstance(m, torch.nn.Linear)][-1]
     n_params = sum(p.numel() for p in backbone.module.parameters())
+    n_params += coef.size + model[-1].intercept_.size
+    n_params -= sum(p.numel() for p in classifier.parameters())
     return {
         "method": "feature extraction + logistic regression",
         "fit_s": fit_time,
@@ -148,15 +154,31 @@ def finetune_row(name, params, X_train, y_train, X_test, y_test, image_size):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("dataset", choices=["hymenoptera", "breastmnist", "pneumoniamnist"])
+    parser.add_argument(
+        "dataset", choices=["hymenoptera", "breastmnist", "pneumoniamnist", "report"]
+    )
     parser.add_argument("--epochs", type=int, default=2, help="epochs of the fine-tuning rows")
     parser.add_argument("--train-size", type=int, default=None, help="stratified subsample")
+    parser.add_argument("--test-size", type=int, default=None, help="stratified subsample")
     parser.add_argument("--image-size", type=int, default=None, help="input resolution")
     parser.add_argument("--only", default=None, help="run only rows whose name contains this")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch threads (1: on the shared, oversubscribed 2-core machine, more threads "
+        "spin-wait and run slower)",
+    )
     args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    if args.dataset == "report":
+        print(render_report())
+        return
     if not DATA.is_dir():
         sys.exit(f"Data folder {DATA} is absent; set SKTRANSFER_DATA. Nothing was run.")
-    X_train, y_train, X_test, y_test, split, n_full = load(args.dataset, args.train_size)
+    X_train, y_train, X_test, y_test, split, (n_full, n_test_full) = load(
+        args.dataset, args.train_size, args.test_size
+    )
     print(f"{args.dataset}: train {len(X_train)} of {n_full}, {split} {len(X_test)}", flush=True)
     results = []
     if args.only is None or args.only in "feature extraction":
@@ -180,6 +202,7 @@ def main(argv=None):
         "train_full": n_full,
         "eval_split": split,
         "eval": len(X_test),
+        "eval_full": n_test_full,
         "epochs": args.epochs,
         "image_size": args.image_size or 224,
         "rows": results,
@@ -187,6 +210,30 @@ def main(argv=None):
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"finetune_vs_extract_{args.dataset}.json").write_text(json.dumps(record, indent=1))
     print(render_table(record))
+
+
+def render_report() -> str:
+    """Every dataset's table with its setup, from the JSON files the runs left."""
+    parts = []
+    for dataset in ("hymenoptera", "breastmnist", "pneumoniamnist"):
+        path = RESULTS / f"finetune_vs_extract_{dataset}.json"
+        if not path.is_file():
+            continue
+        record = json.loads(path.read_text())
+        parts += [
+            f"### {dataset}",
+            "",
+            f"Command: `{record['command']}`  ",
+            f"Machine: {record['machine']}  ",
+            f"Date: {record['date']}  ",
+            f"Training images: {record['train']} of {record['train_full']}; evaluated on "
+            f"{record['eval']} of {record['eval_full']} {record['eval_split']} images; "
+            f"{record['image_size']} px input; fine-tuning rows {record['epochs']} epochs.",
+            "",
+            render_table(record),
+            "",
+        ]
+    return "\n".join(parts)
 
 
 def render_table(record) -> str:

@@ -72,7 +72,15 @@ def main(argv=None):
     parser.add_argument("--n-images", type=int, default=96)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch threads (1: on the shared, oversubscribed 2-core machine, more threads "
+        "spin-wait and run slower)",
+    )
     args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
     if not DATA.is_dir():
         sys.exit(f"Data folder {DATA} is absent; set SKTRANSFER_DATA. Nothing was run.")
     paths, labels = load_image_folder(DATA / "hymenoptera" / "train")

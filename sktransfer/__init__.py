@@ -20,6 +20,7 @@ from .engines import EngineWarning
 from .extraction import DeepFeatureExtractor
 from .finetune import FineTuneClassifier
 from .images import check_images, load_image_folder
+from .lottery import PrunedClassifier, plot_lottery
 from .postprocessing import LayerwiseNormalizer, TernaryDiscretizer, make_full_network_embedding
 from .report import build_report
 
@@ -49,5 +50,12 @@ __all__ = [
     "MemoryCache",
     "clear_cache",
     "EngineWarning",
+    "PrunedClassifier",
+    "plot_lottery",
     "build_report",
 ]
+
+from .distilled import DistilledClassifier, born_again  # noqa: E402
+from .students import build_student  # noqa: E402
+
+__all__ += ["DistilledClassifier", "born_again", "build_student"]

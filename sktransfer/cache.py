@@ -10,7 +10,7 @@ Keys
     identity (architecture, weights, preprocessing; :attr:`Backbone.identity`), the engine,
     device type and precision. Each *image key* is exact and cheap: the SHA-256 of an array
     image's bytes with its dtype and shape (hardware-accelerated, about 0.5 ms per megabyte;
-    arrays are never pickled), or a file's real path, size and modification time. An entry is
+    arrays are never pickled), or a file's absolute path, size and modification time. An entry is
     the dictionary ``{(layer, form): row}`` of one image; a lookup hits only when every
     ``(layer, form)`` asked for is present.
 
@@ -90,7 +90,7 @@ def _array_key(array: np.ndarray, channels_first: bool = False) -> str:
 
 def _item_key(item) -> str:
     if isinstance(item, str | os.PathLike):
-        path = os.path.realpath(item)
+        path = os.path.abspath(item)  # not realpath: one lstat per path component is slow
         try:
             stat = os.stat(path)
         except OSError:

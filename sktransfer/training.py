@@ -38,6 +38,16 @@ Hook contract (subclasses override these; each has a working default unless mark
     are all frozen (:func:`frozen_submodules`), so frozen BatchNorm statistics never drift and
     dropout inside a frozen block does not perturb the features it feeds.
 
+Subclassing: list every base parameter in the subclass's own ``__init__`` (keyword-only,
+stored verbatim, passed to ``super().__init__``), extend ``_parameter_constraints`` with
+``{**NeuralClassifierBase._parameter_constraints, ...}``, and keep ``fit`` as
+``inputs, y_encoded = self._prepare_fit(X, y)`` then ``self._continue_training(inputs,
+y_encoded)`` (plus whatever comes after). ``inputs`` is an
+:class:`~sktransfer.images.ImageInputs`; to read it through a frozen network (a teacher) use
+:mod:`sktransfer.activations`. The validation loss goes through the same criterion (with the
+validation samples' targets), so a criterion taking dict targets works there too.
+``tests/test_training.py`` has a minimal subclass.
+
 Continuing training (pruning rewinds weights and retrains without rebuilding): after ``fit``
 or :meth:`_prepare_fit`, change ``self.net_.module_`` in place (or give a new module to
 :meth:`_set_module`) and call :meth:`_continue_training`; it re-creates the optimizer from
@@ -85,6 +95,7 @@ from torch import nn
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
 
+from .backbones import ToUnitFloat
 from .devices import available_or_cpu, resolve_device, seeded
 from .images import ImageInputs, check_images
 
@@ -141,7 +152,7 @@ class Preprocessing:
     def from_backbone(cls, backbone) -> Preprocessing:
         """The preprocessing of a :class:`~sktransfer.backbones.Backbone`."""
         transform = backbone.transform
-        if transform is None:
+        if transform is None or isinstance(transform, ToUnitFloat):  # a plain module's
             return cls(None, backbone.takes_vectors)
         crop = getattr(transform, "crop_size", None)
         resize = getattr(transform, "resize_size", None)
@@ -371,8 +382,9 @@ class _Net(NeuralNetClassifier):
     ``owner`` is the estimator: parameter groups and frozen modules come from its hooks.
     """
 
-    def __init__(self, *args, owner=None, amp_dtype=None, channels_last=False, n_workers=1,
-                 **kwargs):  # fmt: skip
+    def __init__(
+        self, *args, owner=None, amp_dtype=None, channels_last=False, n_workers=1, **kwargs
+    ):
         self.owner = owner
         self.amp_dtype = amp_dtype
         self.channels_last = channels_last

@@ -1,5 +1,7 @@
 """Transferability scores against their formulas and hand-computed cases."""
 
+import warnings
+
 import numpy as np
 import pytest
 from scipy.optimize import minimize
@@ -40,6 +42,18 @@ def test_logme_equals_direct_evaluation_of_its_evidence(n, d):
     X[:, 0] += 2 * y
     expected = np.mean([maximised_evidence(X, (y == k).astype(float)) for k in range(3)]) / n
     assert logme_score(X, y) == pytest.approx(expected, abs=1e-6)
+
+
+def test_logme_is_finite_when_features_can_interpolate_the_labels():
+    # n < d: the fixed point heads for beta = inf; the score stays finite and still ranks.
+    rng = np.random.default_rng(0)
+    y = np.repeat([0, 1], 4)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        noise = logme_score(rng.normal(size=(8, 200)), y)
+        signal = logme_score(np.c_[10 * y, rng.normal(size=(8, 199))], y)
+    assert np.isfinite(noise) and np.isfinite(signal)
+    assert signal > noise
 
 
 def test_logme_prefers_informative_features_and_ignores_label_names():

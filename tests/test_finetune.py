@@ -303,3 +303,17 @@ def test_mobilenet_top_blocks_keep_frozen_batchnorm_statistics():
     assert not torch.equal(top_mean, top.running_mean)
     assert clf.blocks_[-2:] == ["features.17", "features.18"]
     assert clf.weights_ == "MobileNet_V2_Weights.IMAGENET1K_V1"
+
+
+def test_image_size_changes_the_preset_resolution_only():
+    from sktransfer import load_backbone
+    from sktransfer.finetune import _resized
+
+    preset = load_backbone("resnet18", weights=None).transform
+    resized = _resized(preset, 64)
+    assert resized.crop_size == [64] and resized.resize_size == [64]
+    assert resized.mean == preset.mean and resized.std == preset.std
+    out = resized(torch.zeros(3, 28, 40, dtype=torch.uint8))
+    assert out.shape == (3, 64, 64)
+    with pytest.raises(ValueError, match="image_size needs a backbone with a torchvision"):
+        FineTuneClassifier(tiny_cnn(), image_size=8).fit(*images())

@@ -63,61 +63,88 @@ def logme_score(X, y) -> float:
     """
     X, codes = _check_features_labels(X, y, "logme_score")
     n, d = X.shape
-    sigma, U = _spectrum(X)
-    targets = np.eye(codes.max() + 1)[codes]
-    coordinates = U.T @ targets  # each class's one-hot column in the left singular basis
-    evidences = [
-        _logme_evidence(n, d, sigma, coordinates[:, k], targets[:, k] @ targets[:, k])[0]
-        for k in range(targets.shape[1])
-    ]
+    # Each class's one-hot column in the left singular basis; all classes iterate together.
+    sigma, coordinates = _spectrum(X, np.eye(codes.max() + 1)[codes])
+    evidences, _, _ = _logme_evidences(n, d, sigma, coordinates, np.bincount(codes))
     return float(np.mean(evidences) / n)
 
 
-def _spectrum(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Non-zero eigenvalues ``sigma`` of ``X^T X`` and the left singular vectors ``U`` of X.
+def _spectrum(X: np.ndarray, targets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Non-zero eigenvalues ``sigma`` of ``X^T X``, and ``U^T targets`` (U: X's left
+    singular vectors).
 
     Through the smaller of the two Gram matrices (``X X^T`` when n < d, else ``X^T X``):
-    cheaper than an SVD of X and all a linear-Gaussian score needs. Eigenvalues below
-    ``max(n, d) * eps`` of the largest are treated as zero (numerical rank).
+    cheaper than an SVD of X and all a linear-Gaussian score needs. With n >= d, U is never
+    formed: ``U^T T = diag(1 / s) V^T (X^T T)``. Eigenvalues below ``max(n, d) * eps`` of the
+    largest are treated as zero (numerical rank).
     """
     n, d = X.shape
     if n < d:
-        sigma, U = np.linalg.eigh(X @ X.T)
+        sigma, vectors = np.linalg.eigh(X @ X.T)
     else:
-        sigma, V = np.linalg.eigh(X.T @ X)
+        sigma, vectors = np.linalg.eigh(X.T @ X)
     keep = sigma > max(sigma.max(), 0.0) * max(n, d) * np.finfo(float).eps
     if not keep.any():
         raise ValueError("The features are all zero (after centring): nothing to score.")
-    sigma = sigma[keep]
-    U = U[:, keep] if n < d else (X @ V[:, keep]) / np.sqrt(sigma)
-    return sigma, U
+    sigma, vectors = sigma[keep], vectors[:, keep]
+    if n < d:
+        return sigma, vectors.T @ targets
+    return sigma, (vectors.T @ (X.T @ targets)) / np.sqrt(sigma)[:, None]
 
 
-def _logme_evidence(n, d, sigma, q, t_norm2):
-    """Maximised log evidence of a target column t from X's spectrum, and its alpha, beta.
+def _logme_evidences(n, d, sigma, Q, t_norm2):
+    """Maximised log evidence of target columns t_k from X's spectrum, and alpha, beta.
 
-    ``q = U^T t``. With ``lam = alpha / beta`` the posterior mean is
+    ``Q[:, k] = U^T t_k``. With ``lam = alpha / beta`` the posterior mean is
     ``m = V diag(s / (sigma + lam)) q``, so ``|m|^2 = sum sigma q^2 / (sigma + lam)^2`` and
     ``|t - X m|^2 = sum q^2 lam^2 / (sigma + lam)^2 + (|t|^2 - |q|^2)``: every step is
-    O(rank), with no n x d product (the trick of the reference implementation's fast path).
+    O(rank) per column, with no n x d product (the trick of the reference implementation's
+    fast path), and the columns iterate together as one (rank, n_columns) array.
     """
-    q2 = q**2
-    outside = max(t_norm2 - q2.sum(), 0.0)  # the part of t no feature direction can reach
-    alpha, beta = 1.0, 1.0
+    sigma = sigma[:, None]
+    q2 = Q**2
+    outside = np.maximum(t_norm2 - q2.sum(axis=0), 0.0)  # the part of t no direction reaches
+    alpha = np.ones(Q.shape[1])
+    beta = np.ones(Q.shape[1])
+    # When n <= rank the features can interpolate t: the evidence then grows towards a
+    # finite limit as lam -> 0 (noise-free fit) and the fixed point runs off to beta = inf.
+    # Keep lam within [1e-10, 1e10] x the largest eigenvalue and stop when it stays at a
+    # bound; the evidence is then evaluated exactly at that (alpha, beta), near its supremum.
+    lam_min, lam_max = sigma.max() * 1e-10, sigma.max() * 1e10
+
+    def moments(lam):
+        denominator = sigma + lam
+        m2 = np.sum(sigma * q2 / denominator**2, axis=0)
+        residual = np.sum(q2 * (lam / denominator) ** 2, axis=0) + outside
+        return denominator, m2, residual
+
     for _ in range(_LOGME_MAX_ITER):
-        lam = alpha / beta
-        gamma = np.sum(sigma / (sigma + lam))
-        m2 = np.sum(sigma * q2 / (sigma + lam) ** 2)
-        residual = np.sum(q2 * (lam / (sigma + lam)) ** 2) + outside
-        alpha = gamma / max(m2, 1e-300)
-        beta = (n - gamma) / max(residual, 1e-300)
-        if abs(alpha / beta - lam) <= _LOGME_TOL * lam:
+        lam = np.clip(alpha / beta, lam_min, lam_max)
+        denominator, m2, residual = moments(lam)
+        gamma = np.sum(sigma / denominator, axis=0)
+        alpha = gamma / np.maximum(m2, 1e-300)
+        beta = np.maximum(n - gamma, 0.0) / np.maximum(residual, 1e-300)
+        with np.errstate(divide="ignore"):
+            new = alpha / beta
+        # At a bound only when the previous step already sat there: early steps overshoot.
+        settled = (
+            (np.abs(new - lam) <= _LOGME_TOL * lam)
+            | ((lam <= lam_min) & (new <= lam_min))
+            | ((lam >= lam_max) & (new >= lam_max))
+        )
+        if np.all(settled):
             break
-    lam = alpha / beta
-    m2 = np.sum(sigma * q2 / (sigma + lam) ** 2)
-    residual = np.sum(q2 * (lam / (sigma + lam)) ** 2) + outside
+    with np.errstate(divide="ignore"):
+        unclipped = alpha / beta
+    lam = np.clip(unclipped, lam_min, lam_max)
+    # At the upper bound alpha -> inf (no signal: m -> 0) while beta is well determined; at
+    # the lower bound beta -> inf while alpha is. Keep the determined one.
+    upper = unclipped > lam_max
+    alpha = np.where(upper, lam * beta, alpha)
+    beta = np.where(upper, beta, alpha / lam)
+    _, m2, residual = moments(lam)
     # log|A| with A = alpha I + beta X^T X: the d - rank zero eigenvalues contribute log(alpha).
-    log_det = np.sum(np.log(alpha + beta * sigma)) + (d - sigma.size) * np.log(alpha)
+    log_det = np.sum(np.log(alpha + beta * sigma), axis=0) + (d - sigma.size) * np.log(alpha)
     evidence = (
         d / 2 * np.log(alpha)
         + n / 2 * np.log(beta)
@@ -126,7 +153,7 @@ def _logme_evidence(n, d, sigma, q, t_norm2):
         - alpha / 2 * m2
         - log_det / 2
     )
-    return float(evidence), float(alpha), float(beta)
+    return evidence, alpha, beta
 
 
 def leep_score(source_probabilities, y) -> float:
@@ -195,7 +222,9 @@ def h_score(X, y, *, shrinkage=None) -> float:
     Returns
     -------
     score : float
-        Higher is better; at most ``min(n_features, n_classes - 1)``.
+        Higher is better. The plain score is at most ``min(n_features, n_classes - 1)``
+        and reaches that bound whenever n_samples <= n_features (the classes are then
+        separable in-sample): use shrinkage there.
 
     References
     ----------
@@ -228,10 +257,9 @@ def h_score(X, y, *, shrinkage=None) -> float:
     # covariance lives in the row space of X, so only those directions count, and no d x d
     # matrix is inverted (d is 1280 for MobileNetV2's last layer). The class means there
     # are m_k^T V = (1 / n_k) e_k^T U S.
-    sigma, U = _spectrum(X)
     counts = np.bincount(codes)
-    onehot = np.eye(counts.size)[codes]
-    projected = (onehot.T @ U) * np.sqrt(sigma) / counts[:, None]
+    sigma, coordinates = _spectrum(X, np.eye(counts.size)[codes])
+    projected = coordinates.T * np.sqrt(sigma) / counts[:, None]
     eigenvalues = sigma / n
     if shrinkage is not None:
         amount = _ledoit_wolf_shrinkage(X, sigma) if shrinkage == "ledoit-wolf" else shrinkage

@@ -1,0 +1,264 @@
+"""Teachers: what a distillation teacher says about the transfer set, computed once per fit.
+
+A teacher is any fitted scikit-learn classifier with ``predict_proba`` (a Pipeline, an SVC
+with probabilities, a VotingClassifier, a FineTuneClassifier...), a ``torch.nn.Module`` or a
+:class:`~sktransfer.backbones.Backbone` (a module with its preprocessing). Its answers,
+logits and optionally a hint layer's activations and an embedding, are computed in one pass
+over the transfer set before the student's first epoch: the teacher is never run per epoch.
+Torch teachers run through the frozen-forward seam, :mod:`sktransfer.activations`.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from sklearn.base import clone, is_classifier
+from sklearn.frozen import FrozenEstimator
+from sklearn.pipeline import Pipeline
+from sklearn.utils.validation import check_is_fitted
+from torch import nn
+
+from .activations import FrozenNetwork, extract_activations
+from .backbones import Backbone, _graph_nodes, load_backbone, penultimate_layer
+from .distillation import probabilities_to_logits
+from .images import ImageInputs
+from .students import StudentTransform
+
+__all__ = [
+    "TeacherOutputs",
+    "is_torch_teacher",
+    "prepare_teacher",
+    "teacher_backbone",
+    "teacher_module",
+    "teacher_outputs",
+]
+
+
+@dataclass
+class TeacherOutputs:
+    """The teacher's answers for every sample of the transfer set, in order.
+
+    Attributes
+    ----------
+    logits : ndarray of shape (n_samples, n_classes), float32
+        For a probability-only teacher, ``log p`` (so ``softmax(logits / T)`` are its soft
+        targets).
+    classes : ndarray of shape (n_classes,)
+        The label of each logit column.
+    hint : ndarray of shape (n_samples, ...) or None
+        The hint layer's activations (maps pooled to ``hint_size`` when given).
+    embedding : ndarray of shape (n_samples, n_features) or None
+        The teacher's embedding for relation losses: a torch teacher's penultimate features,
+        or the input of a Pipeline's final step.
+    """
+
+    logits: np.ndarray
+    classes: np.ndarray
+    hint: np.ndarray | None = None
+    embedding: np.ndarray | None = None
+
+
+def is_torch_teacher(teacher) -> bool:
+    """Whether the teacher is a network (module or Backbone) rather than an estimator."""
+    return isinstance(teacher, nn.Module | Backbone)
+
+
+def prepare_teacher(teacher, X, y):
+    """Return the teacher ready to be queried: a fitted estimator or a :class:`Backbone`.
+
+    An unfitted scikit-learn classifier is cloned and fitted on ``(X, y)``: this is what
+    happens to a fitted teacher that ``clone`` (GridSearchCV, cross_validate) copied without
+    its fit. Wrap a fitted teacher in ``sklearn.frozen.FrozenEstimator`` to keep it fitted
+    through clones.
+    """
+    if isinstance(teacher, Backbone):
+        return teacher
+    if isinstance(teacher, nn.Module):
+        backbone = load_backbone(teacher)
+        # A bare module takes float images in [0, 1] at their own size (uint8 would not run).
+        backbone.transform = StudentTransform(None, mean=None)
+        return backbone
+    if not hasattr(teacher, "predict_proba") or not (
+        is_classifier(teacher) or hasattr(teacher, "classes_")
+    ):
+        raise TypeError(
+            f"The teacher must be a scikit-learn classifier with predict_proba, a "
+            f"torch.nn.Module or a sktransfer Backbone; got {type(teacher).__name__}. For an "
+            "SVC, pass SVC(probability=True)."
+        )
+    if _is_fitted(teacher):
+        return teacher
+    if y is None:
+        raise ValueError(
+            f"The teacher {type(teacher).__name__} is not fitted and no labels y were given "
+            "to fit it on: fitting it requires y to be passed, but the target y is None. "
+            "Pass a fitted teacher (wrapped in sklearn.frozen.FrozenEstimator "
+            "to survive clone/GridSearchCV), or pass y."
+        )
+    return clone(teacher).fit(X, y)
+
+
+def _is_fitted(estimator) -> bool:
+    try:
+        check_is_fitted(estimator)
+    except Exception:  # NotFittedError, or estimators check_is_fitted cannot read
+        return False
+    return True
+
+
+def unfrozen(teacher):
+    """The estimator inside a ``FrozenEstimator`` (which delegates attributes, so
+    ``hasattr`` cannot tell), or the teacher itself."""
+    return teacher.estimator if isinstance(teacher, FrozenEstimator) else teacher
+
+
+def teacher_outputs(
+    teacher,
+    X,
+    inputs: ImageInputs,
+    *,
+    hint_layer: str | None = None,
+    hint_size=None,
+    embedding: bool = False,
+    batch_size: int = 64,
+    device=None,
+    verbose: int = 0,
+) -> TeacherOutputs:
+    """Query ``teacher`` (from :func:`prepare_teacher`) once over the transfer set.
+
+    Parameters
+    ----------
+    teacher : fitted estimator or Backbone
+    X : the raw transfer set, as the estimator teacher takes it
+    inputs : ImageInputs
+        The same samples, validated (what a torch teacher reads).
+    hint_layer : str or None
+        A torch teacher's graph node to give hints from (:func:`sktransfer.list_layers`).
+    hint_size : tuple of int or None
+        Spatial size (H, W) to average-pool the hint maps to (the student's map size), so
+        that only what the student can regress is stored.
+    embedding : bool
+        Whether to return an embedding for relation losses.
+    """
+    if isinstance(teacher, Backbone):
+        return _torch_outputs(
+            teacher, inputs, hint_layer, hint_size, embedding, batch_size, device, verbose
+        )
+    if hint_layer is not None:
+        raise ValueError(
+            f"Hints need a teacher whose layers can be read (a torch.nn.Module, a Backbone or "
+            f"a FineTuneClassifier); got {type(teacher).__name__}. Pass hint_layers=None, or "
+            "pass the teacher's network."
+        )
+    estimator = unfrozen(teacher)
+    features = None
+    if embedding:
+        if not isinstance(estimator, Pipeline) or len(estimator.steps) < 2:
+            raise ValueError(
+                f"Relation losses need the teacher's embedding of each sample: a torch "
+                f"teacher's penultimate features, or the input of a Pipeline's last step. "
+                f"{type(estimator).__name__} has neither; pass relation_weight=0 or use a "
+                "Pipeline or a torch teacher."
+            )
+        features = np.asarray(estimator[:-1].transform(X), dtype=np.float32)
+        proba = estimator[-1].predict_proba(features)
+    else:
+        proba = teacher.predict_proba(X)
+    proba = np.asarray(proba)
+    classes = np.asarray(teacher.classes_)
+    if proba.ndim != 2 or proba.shape != (len(inputs), len(classes)):
+        raise ValueError(
+            f"The teacher's predict_proba returned shape {proba.shape}; expected "
+            f"({len(inputs)}, {len(classes)}) for {len(inputs)} samples and classes {classes}."
+        )
+    return TeacherOutputs(probabilities_to_logits(proba), classes, None, features)
+
+
+def _torch_outputs(backbone, inputs, hint_layer, hint_size, embedding, batch_size, device, verbose):
+    if inputs.kind == "vectors" and not backbone.takes_vectors:
+        raise ValueError(
+            f"The teacher {backbone.name!r} takes images, but X is a 2-D array of feature "
+            "vectors. Pass images."
+        )
+    nodes = _graph_nodes(backbone.module)
+    output_node = nodes[-1]
+    wanted = [output_node]
+    if hint_layer is not None:
+        wanted.append(hint_layer)
+    embedding_node = penultimate_layer(backbone.module) if embedding else None
+    if embedding_node is not None:
+        wanted.append(embedding_node)
+    # A module's name and its last node's name are one output ("hidden.1" and "hidden.1.2"):
+    # the feature extractor keeps one of them, so tap one name per output and alias the rest.
+    tapped = {}
+    for name in wanted:
+        tapped.setdefault(_last_node(nodes, name), name)
+    alias = {name: tapped[_last_node(nodes, name)] for name in wanted}
+    layers = list(tapped.values())
+    network = FrozenNetwork(backbone, layers, torch.device(device or "cpu"))
+    with torch.inference_mode():
+        probe = network(next(inputs[:1].batches(backbone.transform, 1)))
+    activations = extract_activations(
+        network, inputs, pooling=None, batch_size=batch_size, verbose=verbose
+    )
+    activations = {name: activations[alias[name]] for name in wanted}
+    probe = {name: probe[alias[name]] for name in wanted}
+    logits = activations[output_node]
+    hint = None
+    if hint_layer is not None:
+        shape = tuple(probe[hint_layer].shape[1:])
+        hint = activations[hint_layer].reshape(len(inputs), *shape)
+        if hint_size is not None and len(shape) == 3 and tuple(shape[1:]) != tuple(hint_size):
+            hint = _pool_maps(hint, tuple(hint_size), batch_size)
+    features = activations[embedding_node] if embedding_node is not None else None
+    classes = np.arange(logits.shape[1])
+    return TeacherOutputs(logits, classes, hint, features)
+
+
+def _last_node(nodes: list[str], name: str) -> str:
+    """The graph node whose output a layer name taps (a module: its last node)."""
+    inside = [node for node in nodes if node == name or node.startswith(name + ".")]
+    return inside[-1] if inside else name
+
+
+def _pool_maps(maps: np.ndarray, size, batch_size: int) -> np.ndarray:
+    pooled = [
+        F.adaptive_avg_pool2d(torch.from_numpy(maps[i : i + batch_size]), size).numpy()
+        for i in range(0, len(maps), batch_size)
+    ]
+    return np.concatenate(pooled)
+
+
+def teacher_module(teacher) -> nn.Module | None:
+    """The network inside a teacher, when it has one (for hints and born-again students)."""
+    if isinstance(teacher, Backbone):
+        return teacher.module
+    if isinstance(teacher, nn.Module):
+        return teacher
+    estimator = unfrozen(teacher)
+    module = getattr(estimator, "student_module_", None)  # a DistilledClassifier
+    if module is None:
+        net = getattr(estimator, "net_", None)  # the training base (FineTuneClassifier...)
+        module = getattr(net, "module_", None)
+    return module if isinstance(module, nn.Module) else None
+
+
+def teacher_backbone(teacher) -> Backbone:
+    """A trained estimator's network and preprocessing as a :class:`Backbone` (a copy), so
+    that its layers can be tapped through the frozen-forward seam."""
+    module = teacher_module(teacher)
+    if module is None:
+        raise ValueError(
+            f"{type(teacher).__name__} holds no network whose layers can be read; hints need "
+            "a torch teacher, a FineTuneClassifier or a DistilledClassifier."
+        )
+    estimator = unfrozen(teacher)
+    preprocessing = getattr(estimator, "preprocessing_", None)
+    transform = getattr(preprocessing, "transform", None) or StudentTransform(None, mean=None)
+    takes_vectors = bool(getattr(preprocessing, "takes_vectors", True))
+    module = copy.deepcopy(module).cpu().eval()
+    return Backbone(module, transform, type(module).__name__, "module", None, takes_vectors)
