@@ -292,7 +292,11 @@ def build_report(
 def _memory(cache_dir: Path):
     from joblib import Memory
 
-    return Memory(cache_dir / "report", verbose=0)
+    from . import __version__
+
+    # joblib checks the memoised function's own code, not the library's: a folder per
+    # sktransfer version keeps an upgrade from reading stale scores.
+    return Memory(cache_dir / "report" / __version__, verbose=0)
 
 
 def _activations(dataset: ReportData, backbone, params, budget: Budget, progress, memory):
