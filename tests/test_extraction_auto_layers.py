@@ -132,8 +132,6 @@ def test_pickling_leaves_the_fitted_extractor_usable(data):
     np.testing.assert_allclose(extractor.transform(X), X[:, [0, 4]])
 
 
-
-
 @parametrize_with_checks(
     [
         DeepFeatureExtractor(
