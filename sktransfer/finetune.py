@@ -21,10 +21,16 @@ from sklearn.utils.validation import check_is_fitted
 from torch import nn
 from torchvision.models._api import WeightsEnum
 from torchvision.transforms._presets import ImageClassification
-from torchvision.transforms.v2.functional import to_dtype
 
 from .activations import FrozenNetwork, extract_activations
-from .backbones import Backbone, _graph_nodes, _tappable, block_layers, load_backbone
+from .backbones import (
+    Backbone,
+    ToUnitFloat,
+    _graph_nodes,
+    _tappable,
+    block_layers,
+    load_backbone,
+)
 from .images import ImageInputs
 from .training import NeuralClassifierBase, Preprocessing, count_trainable
 
@@ -392,7 +398,7 @@ callbacks, verbose, random_state
 
     def _train_head_on_cached_features(self, inputs, y_encoded):
         network = self.net_.module_
-        transform = self.preprocessing_.transform or _to_float  # a plain module takes floats
+        transform = self.preprocessing_.transform or ToUnitFloat()  # a plain module's
         body = Backbone(network.body, transform, "body", "module")
         frozen = FrozenNetwork(body, [_tappable(network.body)[-1]], self.device_)
         features = extract_activations(
@@ -564,10 +570,6 @@ def _resized(transform, size: int):
         interpolation=transform.interpolation,
         antialias=transform.antialias,
     )
-
-
-def _to_float(images: torch.Tensor) -> torch.Tensor:
-    return to_dtype(images, torch.float32, scale=True)
 
 
 def _replace(module: nn.Module, name: str, new: nn.Module) -> None:

@@ -23,10 +23,9 @@ from sklearn.utils.validation import check_is_fitted
 from torch import nn
 
 from .activations import FrozenNetwork, extract_activations
-from .backbones import Backbone, _graph_nodes, load_backbone, penultimate_layer
+from .backbones import Backbone, ToUnitFloat, _graph_nodes, load_backbone, penultimate_layer
 from .distillation import probabilities_to_logits
 from .images import ImageInputs
-from .students import StudentTransform
 
 __all__ = [
     "TeacherOutputs",
@@ -78,10 +77,7 @@ def prepare_teacher(teacher, X, y):
     if isinstance(teacher, Backbone):
         return teacher
     if isinstance(teacher, nn.Module):
-        backbone = load_backbone(teacher)
-        # A bare module takes float images in [0, 1] at their own size (uint8 would not run).
-        backbone.transform = StudentTransform(None, mean=None)
-        return backbone
+        return load_backbone(teacher)  # a bare module's preprocessing: ToUnitFloat
     if not hasattr(teacher, "predict_proba") or not (
         is_classifier(teacher) or hasattr(teacher, "classes_")
     ):
@@ -258,7 +254,7 @@ def teacher_backbone(teacher) -> Backbone:
         )
     estimator = unfrozen(teacher)
     preprocessing = getattr(estimator, "preprocessing_", None)
-    transform = getattr(preprocessing, "transform", None) or StudentTransform(None, mean=None)
+    transform = getattr(preprocessing, "transform", None) or ToUnitFloat()
     takes_vectors = bool(getattr(preprocessing, "takes_vectors", True))
     module = copy.deepcopy(module).cpu().eval()
     return Backbone(module, transform, type(module).__name__, "module", None, takes_vectors)
