@@ -23,6 +23,7 @@ from torch import nn
 
 from .backbones import Backbone
 from .distillation import DistillationLoss, HintAdapter
+from .engines import ENGINES
 from .students import Student, StudentTransform, build_student, reset_parameters
 from .teachers import (
     is_torch_teacher,
@@ -181,6 +182,13 @@ class DistilledClassifier(NeuralClassifierBase):
     image_size : int or None, default=None
         Student images are resized and centre-cropped to this size (see
         :func:`~sktransfer.students.build_student`).
+    engine : {"auto", "torch", "onnxruntime"}, default="auto"
+        Who runs the forward pass of a teacher that holds a network (a torch module, a
+        Backbone, a FineTuneClassifier or a DistilledClassifier), see
+        :mod:`sktransfer.engines`: "auto" is ONNX Runtime on the CPU (checked against torch on
+        first use, with a warning and torch if they disagree or export fails) and torch on
+        CUDA. Other scikit-learn teachers answer through their own ``predict_proba`` (a
+        DeepFeatureExtractor in a Pipeline has its own ``engine``).
     max_epochs : int, default=20
     lr : float, default=1e-3
     batch_size : int, default=64
@@ -237,6 +245,7 @@ n_features_in_
         "hint_epochs": [Interval(Integral, 0, None, closed="left")],
         "relation_weight": [Interval(Real, 0, None, closed="left")],
         "image_size": [Interval(Integral, 1, None, closed="left"), None],
+        "engine": [StrOptions(set(ENGINES))],
         "optimizer": [StrOptions({"sgd", "adam", "adamw"}), type],
     }
 
@@ -255,6 +264,7 @@ n_features_in_
         hint_epochs=0,
         relation_weight=0.0,
         image_size=None,
+        engine="auto",
         max_epochs=20,
         lr=1e-3,
         batch_size=64,
@@ -295,6 +305,7 @@ n_features_in_
         self.hint_epochs = hint_epochs
         self.relation_weight = relation_weight
         self.image_size = image_size
+        self.engine = engine
 
     # ------------------------------------------------------------------ fit
 
@@ -429,8 +440,11 @@ n_features_in_
 
     def _query_teacher(self, teacher, transfer, student_hint, n_classes) -> dict:
         queried = teacher
-        if self.hint_layers is not None and not isinstance(teacher, Backbone):
-            queried = teacher_backbone(teacher)  # a FineTuneClassifier's network
+        if not isinstance(teacher, Backbone) and teacher_module(teacher) is not None:
+            # A FineTuneClassifier's or DistilledClassifier's network: its logits are log p up
+            # to a per-sample constant, so the soft targets are the same, and the forward
+            # pass goes through the frozen-network seam (and its fast engine).
+            queried = teacher_backbone(teacher)
         outputs = teacher_outputs(
             queried,
             self._fit_state["transfer"],
@@ -441,6 +455,8 @@ n_features_in_
             batch_size=self.batch_size,
             device=self.device_,
             verbose=self.verbose > 1,
+            engine=self.engine,
+            n_threads=self.n_jobs,
         )
         self.teacher_queries_ = 1
         if outputs.logits.shape[1] != n_classes:

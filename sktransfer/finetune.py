@@ -31,6 +31,7 @@ from .backbones import (
     block_layers,
     load_backbone,
 )
+from .engines import ENGINES
 from .images import ImageInputs
 from .training import NeuralClassifierBase, Preprocessing, count_trainable
 
@@ -115,6 +116,11 @@ class FineTuneClassifier(NeuralClassifierBase):
         output is the same at every epoch: compute it once (through
         :mod:`sktransfer.activations`) and train the head on it. "auto": do so for images
         when those conditions hold.
+    engine : {"auto", "torch", "onnxruntime"}, default="auto"
+        Who runs the frozen network when ``cache_features`` applies (see
+        :mod:`sktransfer.engines`): "auto" is ONNX Runtime on the CPU (checked against torch
+        on first use, with a warning and torch if they disagree or export fails) and torch on
+        CUDA. Training itself always runs torch.
     max_epochs, lr, batch_size, optimizer, weight_decay, early_stopping, \
 validation_fraction, n_iter_no_change, augmentation, mixed_precision, device, n_jobs, \
 callbacks, verbose, random_state
@@ -187,6 +193,7 @@ callbacks, verbose, random_state
         "lora_layers": [StrOptions({"all"}), Interval(Integral, 1, None, closed="left"), list],
         "merge_lora": ["boolean"],
         "cache_features": [StrOptions({"auto"}), "boolean"],
+        "engine": [StrOptions(set(ENGINES))],
     }
 
     def __init__(
@@ -206,6 +213,7 @@ callbacks, verbose, random_state
         lora_layers="all",
         merge_lora=False,
         cache_features="auto",
+        engine="auto",
         max_epochs=10,
         lr=0.01,
         batch_size=32,
@@ -253,6 +261,7 @@ callbacks, verbose, random_state
         self.lora_layers = lora_layers
         self.merge_lora = merge_lora
         self.cache_features = cache_features
+        self.engine = engine
 
     # ------------------------------------------------------------------ public API
 
@@ -400,7 +409,13 @@ callbacks, verbose, random_state
         network = self.net_.module_
         transform = self.preprocessing_.transform or ToUnitFloat()  # a plain module's
         body = Backbone(network.body, transform, "body", "module")
-        frozen = FrozenNetwork(body, [_tappable(network.body)[-1]], self.device_)
+        frozen = FrozenNetwork(
+            body,
+            [_tappable(network.body)[-1]],
+            self.device_,
+            engine=self.engine,
+            n_threads=self.n_jobs,
+        )
         features = extract_activations(
             frozen,
             inputs,

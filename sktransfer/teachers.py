@@ -123,6 +123,8 @@ def teacher_outputs(
     batch_size: int = 64,
     device=None,
     verbose: int = 0,
+    engine: str = "auto",
+    n_threads: int | None = None,
 ) -> TeacherOutputs:
     """Query ``teacher`` (from :func:`prepare_teacher`) once over the transfer set.
 
@@ -139,10 +141,23 @@ def teacher_outputs(
         that only what the student can regress is stored.
     embedding : bool
         Whether to return an embedding for relation losses.
+    engine : {"auto", "torch", "onnxruntime"}
+        Who runs a torch teacher's forward pass (:class:`~sktransfer.activations.FrozenNetwork`).
+    n_threads : int or None
+        ONNX Runtime threads (None: the machine's cores).
     """
     if isinstance(teacher, Backbone):
         return _torch_outputs(
-            teacher, inputs, hint_layer, hint_size, embedding, batch_size, device, verbose
+            teacher,
+            inputs,
+            hint_layer,
+            hint_size,
+            embedding,
+            batch_size,
+            device,
+            verbose,
+            engine=engine,
+            n_threads=n_threads,
         )
     if hint_layer is not None:
         raise ValueError(
@@ -174,7 +189,19 @@ def teacher_outputs(
     return TeacherOutputs(probabilities_to_logits(proba), classes, None, features)
 
 
-def _torch_outputs(backbone, inputs, hint_layer, hint_size, embedding, batch_size, device, verbose):
+def _torch_outputs(
+    backbone,
+    inputs,
+    hint_layer,
+    hint_size,
+    embedding,
+    batch_size,
+    device,
+    verbose,
+    *,
+    engine="auto",
+    n_threads=None,
+):
     if inputs.kind == "vectors" and not backbone.takes_vectors:
         raise ValueError(
             f"The teacher {backbone.name!r} takes images, but X is a 2-D array of feature "
@@ -195,7 +222,9 @@ def _torch_outputs(backbone, inputs, hint_layer, hint_size, embedding, batch_siz
         tapped.setdefault(_last_node(nodes, name), name)
     alias = {name: tapped[_last_node(nodes, name)] for name in wanted}
     layers = list(tapped.values())
-    network = FrozenNetwork(backbone, layers, torch.device(device or "cpu"))
+    network = FrozenNetwork(
+        backbone, layers, torch.device(device or "cpu"), engine=engine, n_threads=n_threads
+    )
     with torch.inference_mode():
         probe = network(next(inputs[:1].batches(backbone.transform, 1)))
     activations = extract_activations(

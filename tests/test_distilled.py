@@ -349,3 +349,36 @@ def test_born_again_from_a_finetune_classifier(images, finetuned):
     )
     assert type(generation.student_module_) is type(finetuned.net_.module_)
     assert generation.classes_.tolist() == ["ant", "bee"]
+
+
+@pytest.mark.parametrize("engine", ["torch", "onnxruntime"])
+def test_network_teachers_run_on_the_chosen_engine(images, finetuned, engine, monkeypatch,
+                                                   tmp_path):  # fmt: skip
+    if engine == "onnxruntime":
+        pytest.importorskip("onnxruntime")
+    from sktransfer import teachers
+
+    monkeypatch.setenv("SKTRANSFER_CACHE_DIR", str(tmp_path))
+    used = []
+    original = teachers.extract_activations
+
+    def spy(network, inputs, **kwargs):
+        out = original(network, inputs, **kwargs)
+        used.append(network.active_engine)
+        return out
+
+    monkeypatch.setattr(teachers, "extract_activations", spy)
+    X, _ = images
+    model = _small(teacher=FrozenEstimator(finetuned), student="cnn-4-8", engine=engine,
+                   max_epochs=1).fit(X, None)  # fmt: skip
+    assert used == [engine]  # a FineTuneClassifier teacher goes through the frozen seam
+    assert model.teacher_queries_ == 1
+    # Its soft targets are its own probabilities: logits equal log p up to a constant.
+    from sktransfer.images import check_images
+
+    out = teachers.teacher_outputs(
+        teachers.teacher_backbone(finetuned), X, check_images(X), engine=engine
+    )
+    shifted = out.logits - out.logits.max(1, keepdims=True)
+    proba = np.exp(shifted) / np.exp(shifted).sum(1, keepdims=True)
+    np.testing.assert_allclose(proba, finetuned.predict_proba(X), atol=1e-5)

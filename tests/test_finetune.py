@@ -186,6 +186,29 @@ def test_cached_features_train_the_same_head():
     assert isinstance(cached.net_.module_.body, nn.Module)
 
 
+@pytest.mark.parametrize("engine", ["onnxruntime", "auto"])
+def test_cached_features_come_from_the_chosen_engine(engine, monkeypatch, tmp_path):
+    pytest.importorskip("onnxruntime")
+    from sktransfer import finetune
+
+    monkeypatch.setenv("SKTRANSFER_CACHE_DIR", str(tmp_path))
+    used = []
+    original = finetune.extract_activations
+
+    def spy(network, inputs, **kwargs):
+        out = original(network, inputs, **kwargs)
+        used.append(network.active_engine)
+        return out
+
+    monkeypatch.setattr(finetune, "extract_activations", spy)
+    X, y = images()
+    params = dict(max_epochs=3, random_state=0, lr=0.1, device="cpu")
+    fast = FineTuneClassifier(tiny_cnn(), engine=engine, **params).fit(X, y)
+    plain = FineTuneClassifier(tiny_cnn(), engine="torch", **params).fit(X, y)
+    assert used == ["onnxruntime", "torch"]
+    np.testing.assert_allclose(fast.predict_proba(X), plain.predict_proba(X), atol=1e-4)
+
+
 def test_labels_with_gaps_augmentation_and_repeatable_runs():
     X, y = images()
     params = dict(train_layers="all", augmentation="crop_flip", max_epochs=2, random_state=1)
