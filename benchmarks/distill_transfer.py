@@ -17,6 +17,11 @@ and validation accuracy (153 images) for
   the teacher's ``features.6`` through a 1x1 convolution, then KD), relation (RKD distance +
   angle on the embeddings, added to KD).
 
+With ``--unlabelled N`` (default 2000), one more response-distilled student also gets N
+random Caltech-101 images (one random crop each, any class, labels unused) in its transfer
+set: Hinton's transfer set may be unlabelled, and unlabelled images are what a user with
+little labelled data usually has. The student alone cannot use them.
+
 For hints and relations the teacher must expose its layers, so the same teacher is also
 given as a torch network: MobileNetV2 whose classifier is a linear layer holding the fitted
 logistic regression's coefficients (its predictions equal the pipeline's; checked below).
@@ -24,6 +29,7 @@ logistic regression's coefficients (its predictions equal the pipeline's; checke
 Usage::
 
     PYTHONPATH=. python benchmarks/distill_transfer.py [--epochs 15] [--copies 3]
+    PYTHONPATH=. python benchmarks/distill_transfer.py --unlabelled 0 --threads 1
 """
 
 from __future__ import annotations
@@ -86,6 +92,19 @@ def augmented_copies(paths, labels, copies, seed=0):
     return np.stack(images), np.array(targets)
 
 
+def unlabelled_images(n, seed=0):
+    """``n`` random Caltech-101 images (labels dropped), one random crop/flip each."""
+    root = data_dir() / "caltech101"
+    if n == 0:
+        return np.zeros((0, 224, 224, 3), np.uint8)
+    if not root.is_dir():
+        sys.exit(f"SKIPPED: {root} not found; pass --unlabelled 0 or set SKTRANSFER_DATA.")
+    paths, _ = load_image_folder(root)
+    chosen = np.random.default_rng(seed).choice(len(paths), size=n, replace=False)
+    images, _ = augmented_copies(paths[np.sort(chosen)], np.zeros(n), 1, seed=seed + 1)
+    return images
+
+
 def torch_teacher(pipeline):
     """MobileNetV2 with the fitted logistic regression as its classifier (2 logits)."""
     backbone = copy.copy(load_backbone("mobilenet_v2"))
@@ -104,6 +123,15 @@ def torch_teacher(pipeline):
 
 def images_per_second(module, size, batch=32, repeats=3):
     """Forward passes of a batch of preprocessed images, one thread, best of ``repeats``."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return _images_per_second(module, size, batch, repeats)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _images_per_second(module, size, batch, repeats):
     module = module.eval()
     x = torch.randn(batch, 3, size, size).contiguous(memory_format=torch.channels_last)
     module = copy.deepcopy(module).to(memory_format=torch.channels_last)
@@ -117,7 +145,7 @@ def images_per_second(module, size, batch=32, repeats=3):
     return batch / best
 
 
-def student(teacher, epochs, **params):
+def student(teacher, epochs, threads=1, **params):
     total = epochs + params.get("hint_epochs", 0)  # FitNets' first stage comes on top
     schedule = LRScheduler(torch.optim.lr_scheduler.CosineAnnealingLR, T_max=total)
     return DistilledClassifier(
@@ -129,7 +157,7 @@ def student(teacher, epochs, **params):
         lr=3e-3,
         optimizer="adam",
         device="cpu",
-        n_jobs=1,
+        n_jobs=threads,
         callbacks=[("cosine", schedule)],
         random_state=0,
         **params,
@@ -140,31 +168,37 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--epochs", type=int, default=15)
     parser.add_argument("--copies", type=int, default=3)
+    parser.add_argument("--unlabelled", type=int, default=2000, help="Caltech-101 images")
+    parser.add_argument("--threads", type=int, default=2, help="torch threads")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results"))
     parser.add_argument("--smoke", action="store_true", help="24 images, for testing")
     args = parser.parse_args(argv)
-    torch.set_num_threads(1)
+    torch.set_num_threads(args.threads)
     x_train, y_train, x_val, y_val = load_hymenoptera()
     if args.smoke:
         x_train, y_train, x_val, y_val = x_train[::10], y_train[::10], x_val[::10], y_val[::10]
+        args.unlabelled = min(args.unlabelled, 20)
     x_aug, y_aug = augmented_copies(x_train, y_train, args.copies)
+    x_extra = unlabelled_images(args.unlabelled)
     x_all = [*x_train, *x_aug]
     y_all = np.concatenate([y_train, y_aug])
     seconds, accuracy = {}, {}
 
     start = time.perf_counter()
     pipeline = make_pipeline(
-        DeepFeatureExtractor("mobilenet_v2", n_jobs=1), LogisticRegression(max_iter=2000)
+        DeepFeatureExtractor("mobilenet_v2", n_jobs=args.threads),
+        LogisticRegression(max_iter=2000),
     ).fit(x_train, y_train)
     seconds["teacher"] = time.perf_counter() - start
     accuracy["teacher"] = pipeline.score(x_val, y_val)
     network = torch_teacher(pipeline)
     print("teacher", accuracy["teacher"], flush=True)
 
+    t = args.threads
     runs = {
-        "student alone": (student(None, args.epochs), (x_all, y_all), {}),
+        "student alone": (student(None, args.epochs, t), (x_all, y_all), {}),
         "student distilled: response (KD)": (
-            student(FrozenEstimator(pipeline), args.epochs, temperature=4.0, alpha=0.9),
+            student(FrozenEstimator(pipeline), args.epochs, t, temperature=4.0, alpha=0.9),
             (list(x_train), y_train),
             {"X_unlabeled": x_aug},
         ),
@@ -172,6 +206,7 @@ def main(argv=None):
             student(
                 network,
                 args.epochs,
+                t,
                 temperature=4.0,
                 alpha=0.9,
                 hint_layers=("features.6", "features.1"),
@@ -181,11 +216,17 @@ def main(argv=None):
             {"X_unlabeled": x_aug},
         ),
         "student distilled: relation (RKD + KD)": (
-            student(network, args.epochs, temperature=4.0, alpha=0.9, relation_weight=1.0),
+            student(network, args.epochs, t, temperature=4.0, alpha=0.9, relation_weight=1.0),
             (list(x_train), y_train),
             {"X_unlabeled": x_aug},
         ),
     }
+    if len(x_extra):
+        runs[f"student distilled: response (KD), + {len(x_extra)} unlabelled images"] = (
+            student(FrozenEstimator(pipeline), args.epochs, t, temperature=4.0, alpha=0.9),
+            (list(x_train), y_train),
+            {"X_unlabeled": np.concatenate([x_aug, x_extra])},
+        )
     models = {}
     for name, (estimator, fit_args, fit_kwargs) in runs.items():
         start = time.perf_counter()
@@ -231,8 +272,9 @@ def write(args, accuracy, seconds, teacher_cost, student_cost, check, queries, n
         "# Distilling a transfer teacher into a 10x cheaper student (hymenoptera)",
         "",
         f"Command: `PYTHONPATH=. python benchmarks/distill_transfer.py --epochs {args.epochs} "
-        f"--copies {args.copies}`  ",
-        f"Machine: {platform.machine()} CPU, 2 shared cores (torch on 1 thread), no GPU; "
+        f"--copies {args.copies} --unlabelled {args.unlabelled} --threads {args.threads}`  ",
+        f"Machine: {platform.machine()} CPU, 2 cores (torch on {args.threads} thread(s), load "
+        f"average {os.getloadavg()[0]:.1f} at the end), no GPU; "
         f"torch {torch.__version__}.  ",
         f"Date: {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC.",
         "",
@@ -242,7 +284,9 @@ def write(args, accuracy, seconds, teacher_cost, student_cost, check, queries, n
         f"{args.epochs} epochs, Adam 3e-3 with cosine decay, batch 32, seed 0, one run each. "
         f"Transfer set: the 244 training images + {args.copies} random crops/flips of each "
         f"({n_transfer} images); the student alone gets the copies with their source's "
-        "label, the distilled students get them labelled by the teacher only (`X_unlabeled`). "
+        "label, the distilled students get them labelled by the teacher only (`X_unlabeled`); "
+        f"the last row adds {args.unlabelled} random Caltech-101 images (one random crop "
+        "each, labels unused) to its transfer set. "
         "Accuracy on the 153 validation images. Images/s: forward passes of a batch of 32 "
         "preprocessed images, one CPU thread, channels_last, best of 3.",
         "",
@@ -267,7 +311,7 @@ def write(args, accuracy, seconds, teacher_cost, student_cost, check, queries, n
         f"set per distillation fit (`teacher_queries_`): {queries}.",
         "",
         "Fit times include the teacher's single pass over the transfer set (MobileNetV2 at "
-        "224x224 on one thread) for the distilled students; the teacher's own row is the "
+        "224x224) for the distilled students; the teacher's own row is the "
         "feature extraction and logistic regression fit.",
         "",
     ]
