@@ -223,9 +223,10 @@ def main():
 Command: `PYTHONPATH=. python benchmarks/extraction_speed.py --n-images {args.n_images} \
 --repeats {args.repeats} --threads {args.threads}`
 
-Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, no GPU; shared
-with other jobs while measured, so absolute speeds are noisy: compare the ratios, measured in
-the same run, rows interleaved, median of {args.repeats} repeats. Date: \
+Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, no GPU; load
+average (1 min) {os.getloadavg()[0]:.1f} at the end. Absolute speeds depend on what else runs:
+compare the ratios, measured in the same run, rows interleaved, median of {args.repeats}
+repeats. Date: \
 {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC. torch {torch.__version__}, {args.threads}
 threads everywhere (torch, ONNX Runtime, decoding).
 
