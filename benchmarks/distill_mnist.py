@@ -229,8 +229,8 @@ def write(args, rows, seconds, omit, teacher, n_transfer_no3):
         lines.append(f"| {name} | {value} | {PAPER[name]} | {seconds[name] / base:.2f}x |")
     lines += [
         "",
-        "Train times are wall-clock on a machine shared with other jobs, so they are noisy; "
-        "the teacher trains for more epochs than the students.",
+        "Train times are wall-clock in the same run (the teacher trains for more epochs than "
+        "the students, through a wider network).",
         "",
         f"Distillation recovers **{recovered:.0%}** of the gap between the student alone and "
         f"the teacher ((alone - distilled) / (alone - teacher); the paper: "
