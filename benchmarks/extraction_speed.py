@@ -6,7 +6,8 @@ Rows, all measured in one run, each repeated ``--repeats`` times in turn (the me
 * from arrays (images decoded beforehand, (N, 224, 224, 3) uint8): the baseline, a
   hand-written plain eager torch loop (batch 32, ``torch.set_num_threads(--threads)``);
   ``DeepFeatureExtractor`` with ``engine="torch"``, ``"onnxruntime"`` and ``"auto"``; a bare
-  ONNX Runtime session on the same exported graph (same threads, same preprocessing, batch 32);
+  ONNX Runtime session on the same exported graph (same threads, same preprocessing, batch 8,
+  the extractor's "auto" batch size with ONNX Runtime);
 * from JPEG paths (decoding and resizing included): the eager loop decoding with Pillow one
   image after another, and the extractor with each engine (decoding threads = ``--threads``);
 * decoders: Pillow against ``torchvision.io.decode_jpeg`` on the same files.
@@ -38,6 +39,8 @@ from sktransfer import DeepFeatureExtractor, load_backbone, load_image_folder
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("SKTRANSFER_DATA", ROOT / ".." / "shared" / "data"))
 BATCH = 32
+BARE_BATCH = 8
+BARE_ROW = f"bare ONNX Runtime session, same graph, batch {BARE_BATCH}"
 
 
 def caltech_paths(n):
@@ -109,8 +112,9 @@ class BareSession:
 
     def from_arrays(self, arrays):
         out = []
-        for i in range(0, len(arrays), BATCH):
-            batch = self.transform(torch.from_numpy(arrays[i : i + BATCH]).permute(0, 3, 1, 2))
+        for i in range(0, len(arrays), BARE_BATCH):
+            chunk = arrays[i : i + BARE_BATCH]
+            batch = self.transform(torch.from_numpy(chunk).permute(0, 3, 1, 2))
             out.append(self.session.run(None, {"images": batch.numpy()})[0])
         return np.concatenate(out)
 
@@ -155,13 +159,13 @@ def main():
         model.fit(paths[:8]).transform(paths[:8])
         return model
 
-    ort32 = extractor("onnxruntime", BATCH)
-    bare = BareSession(ort32, args.threads)
+    ort8 = extractor("onnxruntime", BARE_BATCH)
+    bare = BareSession(ort8, args.threads)
     models = {
         "torch": extractor("torch"),
         "onnxruntime": extractor("onnxruntime"),
         "auto": extractor("auto"),
-        "auto16": extractor("auto", 16),
+        "auto32": extractor("auto", 32),
     }
     rows = {
         ("arrays", "plain eager torch loop (baseline)"): lambda: eager.from_arrays(arrays),
@@ -172,12 +176,10 @@ def main():
             "onnxruntime"
         ].transform(arrays),
         ("arrays", 'DeepFeatureExtractor engine="auto"'): lambda: models["auto"].transform(arrays),
-        ("arrays", 'DeepFeatureExtractor engine="auto", batch_size=16'): lambda: models[
-            "auto16"
+        ("arrays", 'DeepFeatureExtractor engine="auto", batch_size=32'): lambda: models[
+            "auto32"
         ].transform(arrays),
-        ("arrays", "bare ONNX Runtime session, same graph, batch 32"): lambda: bare.from_arrays(
-            arrays
-        ),
+        ("arrays", BARE_ROW): lambda: bare.from_arrays(arrays),
         ("JPEG paths", "plain eager torch loop, Pillow (baseline)"): lambda: eager.from_paths(
             paths
         ),
@@ -207,7 +209,7 @@ def main():
         "arrays": speed[("arrays", "plain eager torch loop (baseline)")],
         "JPEG paths": speed[("JPEG paths", "plain eager torch loop, Pillow (baseline)")],
     }
-    bare_speed = speed[("arrays", "bare ONNX Runtime session, same graph, batch 32")]
+    bare_speed = speed[("arrays", BARE_ROW)]
     lines = []
     for (kind, name), value in speed.items():
         vs_bare = f"{value / bare_speed:.2f}" if kind == "arrays" else ""
@@ -233,7 +235,7 @@ threads everywhere (torch, ONNX Runtime, decoding).
 MobileNetV2 (ImageNet weights), penultimate features (1280), {len(paths)} Caltech-101 images
 (every k-th file). Arrays: decoded and resized to 224 x 224 beforehand; every row applies the
 same preprocessing (resize 256, crop 224, normalise). JPEG paths: decoding included.
-`engine="auto"` is ONNX Runtime here; batch size "auto" is 32 with ONNX Runtime, 16 with
+`engine="auto"` is ONNX Runtime here; batch size "auto" is 8 with ONNX Runtime, 16 with
 torch on a CPU.
 
 | input | run | images/s (each repeat) | x eager loop | x bare ORT | max diff vs eager / scale |

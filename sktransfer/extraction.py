@@ -56,7 +56,7 @@ class DeepFeatureExtractor(TransformerMixin, BaseEstimator):
         How spatial maps become vectors: global average, global max, both concatenated, or
         None to flatten. Layers that are already vectors are not pooled.
     batch_size : int or "auto", default="auto"
-        Images per forward pass. "auto": 64 on a GPU; on a CPU 32 with ONNX Runtime and 16
+        Images per forward pass. "auto": 64 on a GPU; on a CPU 8 with ONNX Runtime and 16
         with torch (the batch sizes measured fastest for each).
     device : str, default="auto"
         "auto" takes CUDA when present, else the CPU. An explicit device that is absent
@@ -415,9 +415,10 @@ class DeepFeatureExtractor(TransformerMixin, BaseEstimator):
 
     def _batching(self, n_samples):
         batch_size = self.batch_size
-        if batch_size == "auto":  # measured: ONNX Runtime 0.83x a bare session at 16, 0.94x at 32
+        if batch_size == "auto":  # measured on 2 idle cores: ONNX Runtime 180-186 images/s at
+            # batch 8 against 131-173 at 32 (benchmarks/results/extraction_speed.md)
             batch_size = 64 if self.device_.type == "cuda" else 16
-            batch_size = 32 if self.engine_ == "onnxruntime" else batch_size
+            batch_size = 8 if self.engine_ == "onnxruntime" else batch_size
         n_workers = self.n_jobs or min(8, os.cpu_count() or 1)
         verbose = bool(self.verbose) and n_samples > batch_size
         return {"batch_size": batch_size, "n_workers": n_workers, "verbose": verbose}

@@ -25,6 +25,7 @@ from torchvision.transforms._presets import ImageClassification
 from .activations import FrozenNetwork, extract_activations
 from .backbones import (
     Backbone,
+    ImagePreset,
     ToUnitFloat,
     _graph_nodes,
     _tappable,
@@ -577,7 +578,7 @@ def _resized(transform, size: int):
             f"image_size needs a backbone with a torchvision preprocessing preset; this one "
             f"has {transform!r}. Resize the images yourself and pass image_size=None."
         )
-    return ImageClassification(
+    return ImagePreset(
         crop_size=size,
         resize_size=size,
         mean=transform.mean,

@@ -90,18 +90,33 @@ class ImageInputs(Sequence):
     ) -> Iterator[torch.Tensor]:
         """Yield preprocessed batches of at most ``batch_size`` samples, in order.
 
-        Arrays are converted and transformed a whole batch at a time; decoded items (files,
-        PIL images) are loaded and transformed by ``n_workers`` threads (Pillow's decoders and
-        torch's resize release the GIL), one batch ahead of the consumer.
+        Arrays are converted and transformed a whole batch at a time (with ``n_workers`` > 1,
+        in a thread, one batch ahead of the consumer); decoded items (files, PIL images) are
+        loaded and transformed by ``n_workers`` threads (Pillow's decoders and torch's resize
+        release the GIL), one batch ahead of the consumer.
         """
         n = len(self)
         starts = range(0, n, batch_size)
         if self.kind != "items":
-            for start in starts:
+
+            def prepare(start):
                 batch = self._array_batch(start, min(start + batch_size, n))
                 if transform is not None and self.kind != "vectors":
                     batch = transform(batch)
-                yield batch
+                return batch
+
+            if n_workers <= 1 or len(starts) == 1:
+                yield from map(prepare, starts)
+                return
+            # The next batch is resized in a thread while the network runs on this one.
+            with ThreadPoolExecutor(max_workers=1) as pool:
+                pending = None
+                for start in starts:
+                    future = pool.submit(prepare, start)
+                    if pending is not None:
+                        yield pending.result()
+                    pending = future
+                yield pending.result()
             return
 
         def load(i):

@@ -93,3 +93,31 @@ def test_chelsea_is_a_cat():
     with torch.inference_mode():
         top1 = int(bb.module(bb.transform(image)[None]).argmax())
     assert 281 <= top1 <= 285, bb.categories[top1]  # ImageNet's domestic cat classes
+
+
+def test_image_preset_resizes_uint8_like_pillow_and_keeps_the_preset_elsewhere():
+    from PIL import Image
+    from torchvision.transforms._presets import ImageClassification
+    from torchvision.transforms.v2 import functional as F2
+
+    from sktransfer.backbones import ImagePreset, image_preset
+
+    reference = ImageClassification(crop_size=24, resize_size=28)
+    preset = image_preset(reference)
+    assert isinstance(preset, ImagePreset)
+    assert (preset.crop_size, preset.resize_size) == (reference.crop_size, reference.resize_size)
+    rng = np.random.default_rng(0)
+    batch = torch.from_numpy(rng.integers(0, 256, (3, 40, 35, 3), dtype=np.uint8))
+    batch = batch.permute(0, 3, 1, 2)  # an NHWC array's view, as images.py makes it
+    fast = preset(batch)
+    one_level = 1 / 255 / min(reference.std)
+    assert fast.shape == reference(batch).shape == (3, 3, 24, 24)
+    assert float((fast - reference(batch)).abs().max()) <= one_level + 1e-6
+    # Pillow resizes PIL images in both; the uint8 path follows Pillow's algorithm.
+    image = Image.fromarray(batch[0].permute(1, 2, 0).numpy())
+    torch.testing.assert_close(preset(image), reference(image))
+    pillow = torch.from_numpy(np.asarray(image.resize((28, 32), Image.BILINEAR)))
+    ours = F2.resize(batch[:1], [28], antialias=True)[0].permute(1, 2, 0)
+    assert int((ours.int() - pillow.int()).abs().max()) <= 1
+    floats = batch.float() / 255
+    torch.testing.assert_close(preset(floats), reference(floats))
