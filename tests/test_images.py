@@ -43,6 +43,14 @@ def test_batches_stream_in_order_with_a_transform(rgb_images):
     assert torch.equal(torch.cat(batches), _first_batch(inputs).float() + 1)
 
 
+def test_array_batches_prepared_ahead_in_a_thread_keep_their_order(rgb_images):
+    inputs = check_images(np.concatenate([rgb_images] * 3))  # 18 images
+    serial = list(inputs.batches(lambda t: t.float() * 2, batch_size=4, n_workers=1))
+    ahead = list(inputs.batches(lambda t: t.float() * 2, batch_size=4, n_workers=2))
+    assert [len(b) for b in ahead] == [4, 4, 4, 4, 2]
+    assert all(torch.equal(a, b) for a, b in zip(serial, ahead, strict=True))
+
+
 @pytest.mark.parametrize(
     ("X", "error", "match"),
     [
