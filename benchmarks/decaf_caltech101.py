@@ -175,12 +175,14 @@ def main(argv=None):
     command = "PYTHONPATH=. python benchmarks/decaf_caltech101.py --draws {} --engines {}".format(
         args.draws, " ".join(args.engines)
     )
-    if args.reuse:  # header() wraps the command in backquotes
-        command = (
-            f"{command} --reuse` (classifiers refitted on the features and extraction times "
-            f"saved by `{command}`)"
-        )
+    if args.reuse:
+        command += " --reuse"
     text = header("DeCAF on Caltech-101 with MobileNetV2 (ImageNet V1 weights)", command)
+    if args.reuse:
+        text += (
+            "- Classifiers refitted on the features and extraction times saved by the same "
+            "command without `--reuse`.\n"
+        )
     timing = "; ".join(
         f"{engine}: **{seconds_by_engine[engine]:.0f} s** "
         f"({len(paths) / seconds_by_engine[engine]:.1f} images/s, features within "
