@@ -173,7 +173,7 @@ def evaluate(name, split, use_cache, repeats):
                 )
                 # What a user without a test set runs to choose a layer: the same probe,
                 # 3-fold cross-validated on the training images (its time only).
-                _, row["cv_probe_seconds"] = timed(
+                row["cv_probe_accuracy"], row["cv_probe_seconds"] = timed(
                     linear_probe_score, train, y_train, cv=3, C=PROBE_C, repeats=repeats
                 )
                 rows.append(row)
@@ -195,6 +195,7 @@ def taus(table: pd.DataFrame) -> pd.DataFrame:
             if score == "leep":
                 continue  # one value per backbone: it ranks backbones, not layers
             tau = kendalltau(part[score], part["probe_accuracy"]).statistic
+            cv_tau = kendalltau(part[score], part["cv_probe_accuracy"]).statistic
             time_ratio = part[f"{score}_seconds"].sum() / part["probe_seconds"].sum()
             cv_ratio = part[f"{score}_seconds"].sum() / part["cv_probe_seconds"].sum()
             rows.append(
@@ -202,6 +203,7 @@ def taus(table: pd.DataFrame) -> pd.DataFrame:
                     "layers of": group,
                     "score": score,
                     "kendall_tau": tau,
+                    "kendall_tau (cv probe)": cv_tau,
                     "score_time / probe_time": time_ratio,
                     "score_time / cv_probe_time": cv_ratio,
                 }
@@ -260,8 +262,15 @@ def summary(sections) -> pd.DataFrame:
                     "best score": best["score"],
                     "kendall_tau": best["kendall_tau"],
                     "score_time / probe_time": ratio,
+                    "kendall_tau (cv probe)": best["kendall_tau (cv probe)"],
                     "score_time / cv_probe_time": best["score_time / cv_probe_time"],
-                    "target met (tau >= 0.6, ratio < 0.2)": (
+                    "target met, cv probe (tau >= 0.6, ratio < 0.2)": (
+                        "yes"
+                        if best["kendall_tau (cv probe)"] >= 0.6
+                        and best["score_time / cv_probe_time"] < 0.2
+                        else "no"
+                    ),
+                    "target met, one held-out fit": (
                         "yes" if best["kendall_tau"] >= 0.6 and ratio < 0.2 else "no"
                     ),
                 }
@@ -296,16 +305,17 @@ def markdown(sections, args, started) -> str:
         f"{platform.python_version()}.  ",
         f"Date: {started:%Y-%m-%d %H:%M} UTC. Seed {SEED}.",
         "",
-        "Scores are computed on the training features only (no training). The ground truth is",
-        f"the held-out accuracy of StandardScaler + LogisticRegression(C={PROBE_C}, lbfgs)",
-        "trained on each layer's globally average-pooled training features. Times: a score's",
+        "Scores are computed on the training features only (no training). The probe is",
+        f"StandardScaler + LogisticRegression(C={PROBE_C}, lbfgs) on each layer's globally",
+        "average-pooled training features. Times: a score's",
         "total over the layers against the probes' total fitting-and-scoring time, in the same",
         "run, both with BLAS limited to one thread (on the shared cores, multithreaded BLAS",
-        "made the same call vary up to 10x between repeats). The target is judged on",
-        "`probe_time`, one fit of that probe on the training features and one scoring of the",
-        "test features; `cv_probe_time` is the 3-fold cross-validated probe on the training",
-        "features (`sktransfer.analysis.linear_probe_score`), what choosing a layer costs",
-        "without a test set, shown for comparison. Kendall's tau (tau-b) is over the",
+        "made the same call vary up to 10x between repeats). Two probes: the issue's ground",
+        "truth, 'a cheap cross-validated linear probe' (`sktransfer.analysis.",
+        "linear_probe_score`: the same probe, 3-fold cross-validated on the training",
+        "features; `cv_probe_*`), and one fit on the training features scored on the",
+        "held-out test features (`probe_*`, the 'actual' accuracy). The target is judged",
+        "against each. Kendall's tau (tau-b) is over the",
         "9 layers of a backbone, and over all 18 layers of both backbones pooled (does the",
         "score also compare layers across backbones?). LEEP uses the ImageNet probabilities",
         "(softmax of the logits layer, `classifier.1` / `_fc`, tapped in the same forward",
@@ -335,6 +345,7 @@ def markdown(sections, args, started) -> str:
                 "layer",
                 "n_features",
                 "probe_accuracy",
+                "cv_probe_accuracy",
                 "logme",
                 "h_score",
                 "h_score_shrunk",
