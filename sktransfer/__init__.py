@@ -24,7 +24,7 @@ from .lottery import PrunedClassifier, plot_lottery
 from .postprocessing import LayerwiseNormalizer, TernaryDiscretizer, make_full_network_embedding
 from .report import build_report
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
     "Backbone",
