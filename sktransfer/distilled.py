@@ -28,7 +28,6 @@ from .students import Student, StudentTransform, build_student, reset_parameters
 from .teachers import (
     is_torch_teacher,
     prepare_teacher,
-    teacher_backbone,
     teacher_module,
     teacher_outputs,
     unfrozen,
@@ -439,14 +438,8 @@ n_features_in_
         return DistillationNetwork(student.module, adapter, hint_layer, self.relation_weight > 0)
 
     def _query_teacher(self, teacher, transfer, student_hint, n_classes) -> dict:
-        queried = teacher
-        if not isinstance(teacher, Backbone) and teacher_module(teacher) is not None:
-            # A FineTuneClassifier's or DistilledClassifier's network: its logits are log p up
-            # to a per-sample constant, so the soft targets are the same, and the forward
-            # pass goes through the frozen-network seam (and its fast engine).
-            queried = teacher_backbone(teacher)
         outputs = teacher_outputs(
-            queried,
+            teacher,
             self._fit_state["transfer"],
             transfer,
             hint_layer=self.hint_layers[0] if self.hint_layers else None,

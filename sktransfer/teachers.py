@@ -131,6 +131,7 @@ def teacher_outputs(
     Parameters
     ----------
     teacher : fitted estimator or Backbone
+        An estimator that holds a network (:func:`teacher_module`) is read through it.
     X : the raw transfer set, as the estimator teacher takes it
     inputs : ImageInputs
         The same samples, validated (what a torch teacher reads).
@@ -146,6 +147,10 @@ def teacher_outputs(
     n_threads : int or None
         ONNX Runtime threads (None: the machine's cores).
     """
+    if not isinstance(teacher, Backbone) and teacher_module(teacher) is not None:
+        # A FineTuneClassifier's or DistilledClassifier's network: its logits are log p up to
+        # a per-sample constant, so the soft targets are the same, and its layers can be read.
+        teacher = teacher_backbone(teacher)
     if isinstance(teacher, Backbone):
         return _torch_outputs(
             teacher,
