@@ -126,7 +126,7 @@ def main(argv=None):
     rng = np.random.default_rng(0)
     splits = [draw_split(labels, rng) for _ in range(args.draws)]
     smallest_test = min(np.unique(labels[test], return_counts=True)[1].min() for _, test in splits)
-    results, flips = [], {}
+    results, fne_codes = [], {}  # engine -> the ternary codes of every draw
     for row, get in rows_spec.items():
         fne = row.startswith("Full-Network")
         for clf_name, make in classifiers().items():
@@ -153,10 +153,8 @@ def main(argv=None):
                     scores.append(balanced_accuracy_score(labels[test], predicted[-1]))
                 per_draw[engine] = np.array(scores)
                 predictions[engine] = np.concatenate(predicted)
-                if fne and engine != args.engines[0]:
-                    flips[engine] = _count_flips(codes, flips.get("_reference"))
-                elif fne:
-                    flips["_reference"] = codes
+                if fne:
+                    fne_codes[engine] = codes
                 mean, std = 100 * np.mean(scores), 100 * np.std(scores)
                 print(f"{row} | {clf_name} | {engine}: {mean:.2f} +- {std:.2f}", flush=True)
                 result.setdefault("dims", X.shape[1])
@@ -212,7 +210,8 @@ def main(argv=None):
     columns += ["fits not converged"]
     columns += ["fit time per draw (s)"]
     text += markdown_table(results, columns)
-    for engine, (changed, total) in ((e, f) for e, f in flips.items() if e != "_reference"):
+    for engine in list(fne_codes)[1:]:
+        changed, total = _count_flips(fne_codes[engine], fne_codes[args.engines[0]])
         text += (
             f"\nFull-Network Embedding: {changed} of {total:,} ternary codes (all draws, train "
             f"and test) differ between {args.engines[0]} and {engine}.\n"
