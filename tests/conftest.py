@@ -67,3 +67,24 @@ def image_folder(tmp_path):
             image = Image.fromarray(rng.integers(0, 256, size=shape, dtype=np.uint8))
             image.save(tmp_path / label / f"{i}.{'jpg' if i % 2 else 'png'}")
     return tmp_path
+
+
+@pytest.fixture
+def record_engines(monkeypatch, tmp_path):
+    """``record(module)``: a list that fills with the engine each ``extract_activations``
+    call made from ``module`` ran on (exported graphs go to a temporary cache folder)."""
+    monkeypatch.setenv("SKTRANSFER_CACHE_DIR", str(tmp_path))
+
+    def record(module):
+        used = []
+        original = module.extract_activations
+
+        def spy(network, inputs, **kwargs):
+            out = original(network, inputs, **kwargs)
+            used.append(network.active_engine)
+            return out
+
+        monkeypatch.setattr(module, "extract_activations", spy)
+        return used
+
+    return record

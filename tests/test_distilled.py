@@ -352,22 +352,12 @@ def test_born_again_from_a_finetune_classifier(images, finetuned):
 
 
 @pytest.mark.parametrize("engine", ["torch", "onnxruntime"])
-def test_network_teachers_run_on_the_chosen_engine(images, finetuned, engine, monkeypatch,
-                                                   tmp_path):  # fmt: skip
+def test_network_teachers_run_on_the_chosen_engine(images, finetuned, engine, record_engines):
     if engine == "onnxruntime":
         pytest.importorskip("onnxruntime")
     from sktransfer import teachers
 
-    monkeypatch.setenv("SKTRANSFER_CACHE_DIR", str(tmp_path))
-    used = []
-    original = teachers.extract_activations
-
-    def spy(network, inputs, **kwargs):
-        out = original(network, inputs, **kwargs)
-        used.append(network.active_engine)
-        return out
-
-    monkeypatch.setattr(teachers, "extract_activations", spy)
+    used = record_engines(teachers)
     X, _ = images
     model = _small(teacher=FrozenEstimator(finetuned), student="cnn-4-8", engine=engine,
                    max_epochs=1).fit(X, None)  # fmt: skip

@@ -187,20 +187,11 @@ def test_cached_features_train_the_same_head():
 
 
 @pytest.mark.parametrize("engine", ["onnxruntime", "auto"])
-def test_cached_features_come_from_the_chosen_engine(engine, monkeypatch, tmp_path):
+def test_cached_features_come_from_the_chosen_engine(engine, record_engines):
     pytest.importorskip("onnxruntime")
     from sktransfer import finetune
 
-    monkeypatch.setenv("SKTRANSFER_CACHE_DIR", str(tmp_path))
-    used = []
-    original = finetune.extract_activations
-
-    def spy(network, inputs, **kwargs):
-        out = original(network, inputs, **kwargs)
-        used.append(network.active_engine)
-        return out
-
-    monkeypatch.setattr(finetune, "extract_activations", spy)
+    used = record_engines(finetune)
     X, y = images()
     params = dict(max_epochs=3, random_state=0, lr=0.1, device="cpu")
     fast = FineTuneClassifier(tiny_cnn(), engine=engine, **params).fit(X, y)
