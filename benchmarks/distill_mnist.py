@@ -27,9 +27,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import os
 import platform
-import sys
 import time
 from pathlib import Path
 
@@ -39,6 +37,7 @@ from sklearn.frozen import FrozenEstimator
 from skorch.callbacks import LRScheduler
 from torch import nn
 
+from benchmarks._common import require_data
 from sktransfer import DistilledClassifier
 from sktransfer.students import MLP
 
@@ -68,16 +67,8 @@ class Jitter(nn.Module):
         return padded[torch.arange(n, device=x.device)[:, None, None], rows, cols].reshape(n, -1)
 
 
-def data_dir() -> Path:
-    root = Path(__file__).resolve().parents[1]
-    return Path(os.environ.get("SKTRANSFER_DATA", root / ".." / "shared" / "data"))
-
-
 def load_mnist():
-    path = data_dir() / "mnist.npz"
-    if not path.is_file():
-        sys.exit(f"SKIPPED: {path} not found (set SKTRANSFER_DATA to the shared data folder).")
-    with np.load(path) as d:
+    with np.load(require_data("mnist.npz")) as d:
         x_train = (d["x_train"].reshape(-1, 784) / 255).astype(np.float32)
         x_test = (d["x_test"].reshape(-1, 784) / 255).astype(np.float32)
         return x_train, d["y_train"].astype(np.int64), x_test, d["y_test"].astype(np.int64)

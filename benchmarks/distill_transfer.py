@@ -39,7 +39,6 @@ import copy
 import datetime
 import os
 import platform
-import sys
 import time
 from pathlib import Path
 
@@ -53,6 +52,7 @@ from skorch.callbacks import LRScheduler
 from torch import nn
 from torchvision.transforms import v2
 
+from benchmarks._common import require_data
 from sktransfer import DeepFeatureExtractor, DistilledClassifier, load_image_folder
 from sktransfer.activations import FrozenNetwork, extract_activations
 from sktransfer.backbones import _graph_nodes, load_backbone
@@ -62,15 +62,8 @@ from sktransfer.students import count_parameters, multiply_adds
 IMAGE_SIZE = 80
 
 
-def data_dir() -> Path:
-    root = Path(__file__).resolve().parents[1]
-    return Path(os.environ.get("SKTRANSFER_DATA", root / ".." / "shared" / "data"))
-
-
 def load_hymenoptera():
-    root = data_dir() / "hymenoptera"
-    if not root.is_dir():
-        sys.exit(f"SKIPPED: {root} not found (set SKTRANSFER_DATA to the shared data folder).")
+    root = require_data("hymenoptera")
     x_train, y_train = load_image_folder(root / "train")
     x_val, y_val = load_image_folder(root / "val")
     return x_train, y_train, x_val, y_val
@@ -94,12 +87,9 @@ def augmented_copies(paths, labels, copies, seed=0):
 
 def unlabelled_images(n, seed=0):
     """``n`` random Caltech-101 images (labels dropped), one random crop/flip each."""
-    root = data_dir() / "caltech101"
     if n == 0:
         return np.zeros((0, 224, 224, 3), np.uint8)
-    if not root.is_dir():
-        sys.exit(f"SKIPPED: {root} not found; pass --unlabelled 0 or set SKTRANSFER_DATA.")
-    paths, _ = load_image_folder(root)
+    paths, _ = load_image_folder(require_data("caltech101"))  # or pass --unlabelled 0
     chosen = np.random.default_rng(seed).choice(len(paths), size=n, replace=False)
     images, _ = augmented_copies(paths[np.sort(chosen)], np.zeros(n), 1, seed=seed + 1)
     return images
