@@ -11,6 +11,7 @@ Torch teachers run through the frozen-forward seam, :mod:`sktransfer.activations
 from __future__ import annotations
 
 import copy
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -25,6 +26,7 @@ from torch import nn
 from .activations import FrozenNetwork, extract_activations
 from .backbones import Backbone, ToUnitFloat, _graph_nodes, load_backbone, penultimate_layer
 from .distillation import probabilities_to_logits
+from .engines import EngineWarning
 from .images import ImageInputs
 
 __all__ = [
@@ -150,7 +152,19 @@ def teacher_outputs(
     if not isinstance(teacher, Backbone) and teacher_module(teacher) is not None:
         # A FineTuneClassifier's or DistilledClassifier's network: its logits are log p up to
         # a per-sample constant, so the soft targets are the same, and its layers can be read.
-        teacher = teacher_backbone(teacher)
+        network = teacher_backbone(teacher)
+        untraceable = _trace_failure(network.module)
+        if untraceable is None or hint_layer is not None or embedding:
+            teacher = network  # hints and embeddings need the graph: its error is the answer
+        else:
+            warnings.warn(
+                f"The teacher's network ({network.name}) cannot be traced by torch.fx "
+                f"({untraceable}), so the frozen-network engines cannot run it; its answers "
+                "come from its own predict_proba instead (the same soft targets, torch's "
+                "speed).",
+                EngineWarning,
+                stacklevel=3,
+            )
     if isinstance(teacher, Backbone):
         return _torch_outputs(
             teacher,
@@ -247,6 +261,19 @@ def _torch_outputs(
     features = activations[embedding_node] if embedding_node is not None else None
     classes = np.arange(logits.shape[1])
     return TeacherOutputs(logits, classes, hint, features)
+
+
+def _trace_failure(module: nn.Module) -> str | None:
+    """Why torchvision's feature extraction cannot trace ``module`` (None if it can).
+
+    It traces the training-mode forward too, so Python control flow on tensor values there
+    (a random input jitter, say) stops it even though only eval mode is ever run.
+    """
+    try:
+        _graph_nodes(module)
+    except Exception as exc:  # torch.fx raises several types for untraceable code
+        return f"{type(exc).__name__}: {str(exc).splitlines()[0]}"
+    return None
 
 
 def _last_node(nodes: list[str], name: str) -> str:

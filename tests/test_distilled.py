@@ -372,3 +372,24 @@ def test_network_teachers_run_on_the_chosen_engine(images, finetuned, engine, re
     shifted = out.logits - out.logits.max(1, keepdims=True)
     proba = np.exp(shifted) / np.exp(shifted).sum(1, keepdims=True)
     np.testing.assert_allclose(proba, finetuned.predict_proba(X), atol=1e-5)
+
+
+class _TrainingOnlyShift(nn.Module):
+    """Python control flow on the batch in training mode: torch.fx cannot trace it."""
+
+    def forward(self, x):
+        if self.training:
+            return x + 0.01 * len(x)
+        return x
+
+
+def test_untraceable_network_teacher_answers_through_predict_proba(data):
+    from sktransfer.engines import EngineWarning
+
+    X, y = data
+    net = nn.Sequential(_TrainingOnlyShift(), nn.Linear(10, 3))
+    teacher = _small(student=net, teacher=None).fit(X, y)
+    with pytest.warns(EngineWarning, match="cannot be traced by torch.fx"):
+        model = _small(teacher=FrozenEstimator(teacher), alpha=1.0).fit(X, y)
+    assert model.teacher_queries_ == 1
+    assert model.classes_.tolist() == teacher.classes_.tolist()
