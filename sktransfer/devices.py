@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import warnings
+from numbers import Integral
 
+import numpy as np
 import torch
 
 __all__ = ["resolve_device", "DeviceWarning", "seeded"]
@@ -55,6 +57,15 @@ def available_or_cpu(device: torch.device | str) -> torch.device:
         )
         return torch.device("cpu")
     return device
+
+
+def seed_from(random_state) -> int | None:
+    """An int seed for torch from scikit-learn's ``random_state`` (None stays None)."""
+    if random_state is None:
+        return None
+    if isinstance(random_state, Integral):
+        return int(random_state)
+    return int(np.random.RandomState(random_state).randint(2**31 - 1))
 
 
 class seeded:

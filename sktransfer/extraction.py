@@ -21,7 +21,7 @@ from .activations import FrozenNetwork, assemble, extract_statistics, forms_for
 from .analysis.scores import LAYER_SCORES as _LAYER_SCORES
 from .backbones import _is_path, block_layers, load_backbone, penultimate_layer
 from .cache import DiskCache, MemoryCache, get_cache, image_keys
-from .devices import available_or_cpu, resolve_device, seeded
+from .devices import available_or_cpu, resolve_device, seed_from, seeded
 from .engines import ENGINES, PRECISIONS, resolve_engine
 from .images import check_images
 from .pooling import POOLINGS, pool
@@ -233,7 +233,7 @@ class DeepFeatureExtractor(TransformerMixin, BaseEstimator):
                 "target y is None: it picks the layer whose features best predict y. Pass the "
                 "labels to fit, or name the layers."
             )
-        seed = _seed(self.random_state)
+        seed = seed_from(self.random_state)
         self.device_ = resolve_device(self.device)
         self.engine_ = resolve_engine(self.engine, self.device_, self.precision)
         self.backbone_ = _load_backbone(self.backbone, self.weights, seed)
@@ -551,14 +551,6 @@ def _load_backbone(backbone, weights, seed):
         loaded = load_backbone(backbone, weights, random_state=seed)
         _BACKBONES.put(key, loaded)
     return loaded
-
-
-def _seed(random_state):
-    if random_state is None:
-        return None
-    if isinstance(random_state, Integral):
-        return int(random_state)
-    return int(np.random.RandomState(random_state).randint(2**31 - 1))
 
 
 def _check_selection_target(y, n_samples):

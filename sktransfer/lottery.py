@@ -30,7 +30,7 @@ from sklearn.utils.validation import (
 from skorch.callbacks import Callback
 
 from . import pruning
-from .devices import seeded
+from .devices import seed_from, seeded
 
 __all__ = ["PrunedClassifier", "plot_lottery"]
 
@@ -190,7 +190,7 @@ class PrunedClassifier(ClassifierMixin, BaseEstimator):
         """
         unit, rewind_at = _check_rewind(self.rewind)
         _reject_sparse(X)
-        seed = _seed(self.random_state)
+        seed = seed_from(self.random_state)
         trainer = _trainer_for(self.estimator)
         capture = _RewindCapture(unit, rewind_at)
         scoring = _EvalSetScoring()
@@ -623,14 +623,6 @@ def _check_rewind(rewind):
     raise ValueError(
         f"rewind must be 'init', ('epoch', k) or ('iteration', k) with k >= 0; got {rewind!r}."
     )
-
-
-def _seed(random_state):
-    if random_state is None:
-        return None
-    if isinstance(random_state, Integral):
-        return int(random_state)
-    return int(np.random.RandomState(random_state).randint(2**31 - 1))
 
 
 # ---------------------------------------------------------------------- plot

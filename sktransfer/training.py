@@ -96,7 +96,7 @@ from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
 
 from .backbones import ToUnitFloat
-from .devices import available_or_cpu, resolve_device, seeded
+from .devices import available_or_cpu, resolve_device, seed_from, seeded
 from .images import ImageInputs, check_images
 
 __all__ = [
@@ -690,7 +690,7 @@ class NeuralClassifierBase(ClassifierMixin, BaseEstimator):
 
     def _prepare_fit(self, X, y):
         """Everything of ``fit`` before training: returns ``(inputs, y_encoded)``."""
-        self._seed_ = _seed(self.random_state)
+        self._seed_ = seed_from(self.random_state)
         self.device_ = resolve_device(self.device)
         amp_dtype = self._amp_dtype()
         with seeded(self._seed_):
@@ -907,11 +907,3 @@ def _is_tabular(X) -> bool:
     if array.dtype == object:
         return not any(isinstance(v, str | os.PathLike | Image.Image) for v in array.flat)
     return True
-
-
-def _seed(random_state):
-    if random_state is None:
-        return None
-    if isinstance(random_state, Integral):
-        return int(random_state)
-    return int(np.random.RandomState(random_state).randint(2**31 - 1))
