@@ -70,6 +70,16 @@ def image_folder(tmp_path):
 
 
 @pytest.fixture
+def one_thread():
+    """One torch thread for tests of tiny networks: on a small, busy machine torch's OpenMP
+    threads spin for tens of milliseconds per tiny op."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
 def record_engines(monkeypatch, tmp_path):
     """``record(module)``: a list that fills with the engine each ``extract_activations``
     call made from ``module`` ran on (exported graphs go to a temporary cache folder)."""

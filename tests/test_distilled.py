@@ -20,14 +20,8 @@ from sktransfer import DistilledClassifier, born_again
 from sktransfer.students import SmallCNN, build_student
 from sktransfer.training import NeuralClassifierBase
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    # The shared 2-core machine is oversubscribed; one thread keeps tiny ops fast.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# Tiny networks: one torch thread (see conftest.one_thread).
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -21,13 +21,8 @@ from sktransfer.training import NeuralClassifierBase
 matplotlib.use("Agg")
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # The shared machine is oversubscribed; one torch thread keeps tiny tests fast.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# Tiny networks: one torch thread (see conftest.one_thread).
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 class TinyMLP(NeuralClassifierBase):

@@ -16,14 +16,8 @@ from sktransfer.training import NeuralClassifierBase, count_trainable, frozen_su
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # The shared 2-core machine is oversubscribed; torch's OpenMP threads then spin for
-    # tens of milliseconds per tiny op. One thread keeps these tests fast and deterministic.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# Tiny networks: one torch thread (see conftest.one_thread).
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 class TinyClassifier(NeuralClassifierBase):
