@@ -339,14 +339,9 @@ class DeepFeatureExtractor(TransformerMixin, BaseEstimator):
                 _PENULTIMATE[identity] = penultimate_layer(self.backbone_.module)
             return [_PENULTIMATE[identity]]
         layers = [layers] if isinstance(layers, str) else list(layers)
-        if not layers or not all(isinstance(layer, str) for layer in layers):
-            raise ValueError(
-                f"layers must be a node name, a non-empty list of names, or None; got "
-                f"{self.layers!r}."
-            )
-        if len(set(layers)) != len(layers):
-            raise ValueError(f"layers lists a layer twice: {layers}.")
-        return layers
+        return _distinct_names(
+            layers, "layers", "a node name, a non-empty list of names, or None", self.layers
+        )
 
     def _candidate_layers(self) -> list[str]:
         if self.layer_candidates is None:
@@ -357,15 +352,12 @@ class DeepFeatureExtractor(TransformerMixin, BaseEstimator):
                     f"Could not list the blocks of {self.backbone_.name!r} to choose a layer "
                     f"from ({error}). Pass layer_candidates=[...] (see sktransfer.list_layers)."
                 ) from error
-        candidates = list(self.layer_candidates)
-        if not candidates or not all(isinstance(layer, str) for layer in candidates):
-            raise ValueError(
-                f"layer_candidates must be a non-empty list of node names or None; got "
-                f"{self.layer_candidates!r}."
-            )
-        if len(set(candidates)) != len(candidates):
-            raise ValueError(f"layer_candidates lists a layer twice: {candidates}.")
-        return candidates
+        return _distinct_names(
+            list(self.layer_candidates),
+            "layer_candidates",
+            "a non-empty list of node names or None",
+            self.layer_candidates,
+        )
 
     def _resolve_recorded(self) -> list[str]:
         """``layers_`` and every layer named in ``record_layers``, each once, sorted: clones
@@ -565,3 +557,13 @@ def _check_selection_target(y, n_samples):
         raise ValueError(f"y must hold one label per image: shape ({n_samples},); got {y.shape}.")
     check_classification_targets(y)
     return y
+
+
+def _distinct_names(names: list, parameter: str, expected: str, given) -> list[str]:
+    """``names`` if it is a non-empty list of distinct str, else a ValueError naming
+    ``parameter``, what it should be and what it was."""
+    if not names or not all(isinstance(name, str) for name in names):
+        raise ValueError(f"{parameter} must be {expected}; got {given!r}.")
+    if len(set(names)) != len(names):
+        raise ValueError(f"{parameter} lists a layer twice: {names}.")
+    return names
