@@ -6,8 +6,8 @@ Rows, all measured in one run, each repeated ``--repeats`` times in turn (the me
 * from arrays (images decoded beforehand, (N, 224, 224, 3) uint8): the baseline, a
   hand-written plain eager torch loop (batch 32, ``torch.set_num_threads(--threads)``);
   ``DeepFeatureExtractor`` with ``engine="torch"``, ``"onnxruntime"`` and ``"auto"``; a bare
-  ONNX Runtime session on the same exported graph (same threads, same preprocessing, batch 8,
-  the extractor's "auto" batch size with ONNX Runtime);
+  ONNX Runtime session on the same exported graph, used the plain way (one batch of 8 at a
+  time on all ``--threads`` intra-op threads, same preprocessing);
 * from JPEG paths (decoding and resizing included): the eager loop decoding with Pillow one
   image after another, and the extractor with each engine (decoding threads = ``--threads``);
 * decoders: Pillow against ``torchvision.io.decode_jpeg`` on the same files.
@@ -235,8 +235,8 @@ threads everywhere (torch, ONNX Runtime, decoding).
 MobileNetV2 (ImageNet weights), penultimate features (1280), {len(paths)} Caltech-101 images
 (every k-th file). Arrays: decoded and resized to 224 x 224 beforehand; every row applies the
 same preprocessing (resize 256, crop 224, normalise). JPEG paths: decoding included.
-`engine="auto"` is ONNX Runtime here; batch size "auto" is 8 with ONNX Runtime, 16 with
-torch on a CPU.
+`engine="auto"` is ONNX Runtime here; batch size "auto" is 2 with ONNX Runtime ({args.threads}
+batches side by side, one intra-op thread each), 16 with torch on a CPU.
 
 | input | run | images/s (each repeat) | x eager loop | x bare ORT | max diff vs eager / scale |
 |---|---|---:|---:|---:|---:|

@@ -13,7 +13,8 @@ from __future__ import annotations
 import difflib
 import threading
 import warnings
-from collections import Counter
+from collections import Counter, deque
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -219,6 +220,10 @@ class FrozenNetwork:
             self._engines[where] = engine if engine is not None else self._torch
         return self._engines[where]
 
+    def concurrent_runs(self, batch: torch.Tensor, spec) -> int:
+        """How many batches like ``batch`` the engine runs at once (1 for torch)."""
+        return self._engine(batch, spec).concurrent_runs
+
     @property
     def active_engine(self) -> str:
         """The engine that ran the last batches: ``"onnxruntime"`` or ``"torch"``."""
@@ -246,7 +251,8 @@ def extract_statistics(
 
     ``forms`` is a pooling, a tuple of statistics, or a dict of either per layer (see
     :meth:`FrozenNetwork.spec`). Outputs are written into arrays allocated once, so peak
-    memory is the statistics plus one batch, whatever the number of images.
+    memory is the statistics plus a few batches, whatever the number of images. An engine
+    that runs several batches at once (ONNX Runtime on several cores) gets them side by side.
     """
     n = len(inputs)
     outputs: dict[tuple[str, str], np.ndarray] = {}
@@ -254,21 +260,54 @@ def extract_statistics(
     progress = tqdm(
         total=n, desc=f"{network.backbone.name} features", unit="img", disable=not verbose
     )
-    start = 0
-    spec = None
+
+    def store(start, stop, stats):
+        for item, values in stats.items():
+            if item not in outputs:
+                outputs[item] = np.empty((n, values.shape[1]), dtype=np.float32)
+            outputs[item][start:stop] = values
+        progress.update(stop - start)
+
     with progress:
-        for batch in inputs.batches(transform, batch_size, n_workers):
-            if spec is None:
-                spec = network.spec(batch, forms)
-            stats = network.statistics(batch, spec)
-            stop = start + len(batch)
-            for item, values in stats.items():
-                if item not in outputs:
-                    outputs[item] = np.empty((n, values.shape[1]), dtype=np.float32)
-                outputs[item][start:stop] = values
-            start = stop
-            progress.update(len(batch))
+        if n == 0:
+            return outputs
+        first = inputs.batch(0, min(batch_size, n), transform)
+        spec = network.spec(first, forms)
+        store(0, len(first), network.statistics(first, spec))
+        runs = network.concurrent_runs(first, spec)
+        if runs == 1:
+            start = len(first)
+            for batch in inputs.batches(transform, batch_size, n_workers, start=start):
+                store(start, start + len(batch), network.statistics(batch, spec))
+                start += len(batch)
+        else:
+            _run_side_by_side(network, inputs, transform, batch_size, spec, runs, store)
     return outputs
+
+
+def _run_side_by_side(network, inputs, transform, batch_size, spec, runs, store) -> None:
+    """Run the batches after the first ``runs`` at a time, each prepared (decoded, resized) in
+    the thread that runs it, storing results in order; at most ``2 * runs`` batches are in
+    flight, so memory stays bounded."""
+
+    def prepare_and_run(start, stop):
+        return network.statistics(inputs.batch(start, stop, transform), spec)
+
+    n = len(inputs)
+    pending: deque = deque()
+    with ThreadPoolExecutor(max_workers=runs) as pool:
+        for start in range(min(batch_size, n), n, batch_size):
+            stop = min(start + batch_size, n)
+            pending.append((start, stop, pool.submit(prepare_and_run, start, stop)))
+            if len(pending) >= 2 * runs:
+                _store_result(pending.popleft(), store)
+        while pending:
+            _store_result(pending.popleft(), store)
+
+
+def _store_result(item, store) -> None:
+    start, stop, future = item
+    store(start, stop, future.result())
 
 
 def extract_activations(

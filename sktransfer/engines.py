@@ -42,6 +42,8 @@ PRECISIONS = ("float32", "bfloat16", "float16")
 TOLERANCE = 1e-4
 _OPSET = 17
 _MAGIC = b"SKTONNX1"
+#: At most this many ONNX Runtime runs at once (each holds its own activations).
+MAX_CONCURRENT_RUNS = 8
 
 
 class EngineWarning(UserWarning):
@@ -145,6 +147,7 @@ class TorchEngine:
     """Eager torch: inference mode, channels_last for convolutions, optional autocast."""
 
     name = "torch"
+    concurrent_runs = 1  # torch parallelises inside each operator
 
     def __init__(self, graph: nn.Module, device: torch.device, precision: str = "float32"):
         self.graph = graph
@@ -175,14 +178,19 @@ class TorchEngine:
 
 
 class OnnxRuntimeEngine:
-    """An ONNX Runtime CPU session on the exported statistics graph."""
+    """An ONNX Runtime CPU session on the exported statistics graph.
+
+    ``concurrent_runs`` batches may run at once (``session.run`` is thread-safe), each on
+    its own intra-op threads: see :func:`split_threads`.
+    """
 
     name = "onnxruntime"
 
-    def __init__(self, session, file=None):
+    def __init__(self, session, file=None, concurrent_runs=1):
         self.session = session
         self.file = file  # the cached exported graph it was loaded from
         self.input_name = session.get_inputs()[0].name
+        self.concurrent_runs = concurrent_runs
 
     def run(self, batch: torch.Tensor, spec=None) -> list[np.ndarray]:
         array = batch.detach().cpu().contiguous().numpy().astype(np.float32, copy=False)
@@ -247,11 +255,12 @@ def _build_checked(torch_engine, key, spec, sample, n_threads, export_dir):
             )
         with contextlib.suppress(OSError):  # a read-only cache only costs the next export
             _write_export(file, model)
+    runs, intra_op_threads = split_threads(n_threads)
     try:
-        session = _session(model, n_threads)
+        session = _session(model, intra_op_threads)
     except Exception as exc:
         return None, f"ONNX Runtime could not load the exported graph ({_first_line(exc)})."
-    engine = OnnxRuntimeEngine(session, file)
+    engine = OnnxRuntimeEngine(session, file, concurrent_runs=runs)
     expected = torch_engine.run(sample, spec)
     got = engine.run(sample, spec)
     for (layer, form), want, have in zip(spec, expected, got):
@@ -356,6 +365,21 @@ def _operator_of(exc: Exception) -> str:
         return f" at operator {match.group(1)!r}"
     match = re.search(r"Python operator (\w+)", text)
     return f" at the custom operator {match.group(1)!r}" if match else ""
+
+
+def split_threads(n_threads: int) -> tuple[int, int]:
+    """``(concurrent runs, intra-op threads per run)`` for ONNX Runtime on ``n_threads``.
+
+    Batches run side by side, one thread each, rather than one batch at a time on all the
+    threads: a network's small operators leave parallel threads waiting at every barrier.
+    Measured on 2 idle cores (MobileNetV2, Caltech-101 arrays, preprocessing included):
+    about 208 images/s against 186 (one session, 2 intra-op threads, batch 8), and steadier.
+    Beyond :data:`MAX_CONCURRENT_RUNS` runs, each run gets more threads instead, which bounds
+    the activations held at once.
+    """
+    n_threads = max(1, int(n_threads))
+    runs = min(n_threads, MAX_CONCURRENT_RUNS)
+    return runs, n_threads // runs
 
 
 def default_threads(n_jobs) -> int:

@@ -56,14 +56,16 @@ class DeepFeatureExtractor(TransformerMixin, BaseEstimator):
         How spatial maps become vectors: global average, global max, both concatenated, or
         None to flatten. Layers that are already vectors are not pooled.
     batch_size : int or "auto", default="auto"
-        Images per forward pass. "auto": 64 on a GPU; on a CPU 8 with ONNX Runtime and 16
-        with torch (the batch sizes measured fastest for each).
+        Images per forward pass. "auto": 64 on a GPU; on a CPU 2 with ONNX Runtime (which
+        runs several such batches side by side, one thread each) and 16 with torch (the batch
+        sizes measured fastest for each).
     device : str, default="auto"
         "auto" takes CUDA when present, else the CPU. An explicit device that is absent
         raises.
     n_jobs : int or None, default=None
         Threads that decode and resize images from files or PIL objects, and ONNX Runtime's
-        threads. None: the number of CPU cores (at most 8 for decoding).
+        threads (that many batches run side by side, up to 8). None: the number of CPU
+        cores (at most 8 for decoding).
     engine : {"auto", "torch", "onnxruntime"}, default="auto"
         What runs the network (:mod:`sktransfer.engines`). "auto": ONNX Runtime on the CPU
         (about 5x eager torch; the exported graph is checked against torch on first use and
@@ -407,10 +409,11 @@ class DeepFeatureExtractor(TransformerMixin, BaseEstimator):
 
     def _batching(self, n_samples):
         batch_size = self.batch_size
-        if batch_size == "auto":  # measured on 2 idle cores: ONNX Runtime 180-186 images/s at
-            # batch 8 against 131-173 at 32 (benchmarks/results/extraction_speed.md)
+        if batch_size == "auto":  # ONNX Runtime runs small batches side by side, one thread
+            # each: MobileNetV2 on 2 idle cores, 209-232 images/s at batch 2, 196-207 at 4,
+            # 195 at 8 (engines.split_threads)
             batch_size = 64 if self.device_.type == "cuda" else 16
-            batch_size = 8 if self.engine_ == "onnxruntime" else batch_size
+            batch_size = 2 if self.engine_ == "onnxruntime" else batch_size
         n_workers = self.n_jobs or min(8, os.cpu_count() or 1)
         verbose = bool(self.verbose) and n_samples > batch_size
         return {"batch_size": batch_size, "n_workers": n_workers, "verbose": verbose}

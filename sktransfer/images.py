@@ -82,13 +82,30 @@ class ImageInputs(Sequence):
             tensor = tensor.permute(0, 3, 1, 2)
         return _to_rgb(tensor, channel_dim=1)
 
+    def batch(
+        self, start: int, stop: int, transform: Callable[[torch.Tensor], torch.Tensor] | None
+    ) -> torch.Tensor:
+        """Samples ``start:stop`` loaded, converted and preprocessed into one batch, in the
+        calling thread."""
+        if self.kind != "items":
+            batch = self._array_batch(start, stop)
+            return transform(batch) if transform is not None and self.kind != "vectors" else batch
+        return _stack([self._load(i, transform) for i in range(start, stop)])
+
+    def _load(self, index: int, transform) -> torch.Tensor:
+        image = _item_to_tensor(self._data[index], index)
+        return transform(image) if transform is not None else image
+
     def batches(
         self,
         transform: Callable[[torch.Tensor], torch.Tensor] | None,
         batch_size: int,
         n_workers: int = 1,
+        *,
+        start: int = 0,
     ) -> Iterator[torch.Tensor]:
-        """Yield preprocessed batches of at most ``batch_size`` samples, in order.
+        """Yield preprocessed batches of at most ``batch_size`` samples from ``start`` on, in
+        order.
 
         Arrays are converted and transformed a whole batch at a time (with ``n_workers`` > 1,
         in a thread, one batch ahead of the consumer); decoded items (files, PIL images) are
@@ -96,37 +113,29 @@ class ImageInputs(Sequence):
         release the GIL), one batch ahead of the consumer.
         """
         n = len(self)
-        starts = range(0, n, batch_size)
+        starts = range(start, n, batch_size)
         if self.kind != "items":
-
-            def prepare(start):
-                batch = self._array_batch(start, min(start + batch_size, n))
-                if transform is not None and self.kind != "vectors":
-                    batch = transform(batch)
-                return batch
-
-            if n_workers <= 1 or len(starts) == 1:
-                yield from map(prepare, starts)
+            if n_workers <= 1 or len(starts) <= 1:
+                yield from (self.batch(i, min(i + batch_size, n), transform) for i in starts)
                 return
             # The next batch is resized in a thread while the network runs on this one.
             with ThreadPoolExecutor(max_workers=1) as pool:
                 pending = None
-                for start in starts:
-                    future = pool.submit(prepare, start)
+                for i in starts:
+                    future = pool.submit(self.batch, i, min(i + batch_size, n), transform)
                     if pending is not None:
                         yield pending.result()
                     pending = future
                 yield pending.result()
             return
 
-        def load(i):
-            image = _item_to_tensor(self._data[i], i)
-            return transform(image) if transform is not None else image
-
         with ThreadPoolExecutor(max_workers=max(1, n_workers)) as pool:
             pending = None
-            for start in starts:
-                futures = [pool.submit(load, i) for i in range(start, min(start + batch_size, n))]
+            for first in starts:
+                futures = [
+                    pool.submit(self._load, i, transform)
+                    for i in range(first, min(first + batch_size, n))
+                ]
                 if pending is not None:
                     yield _stack(pending)
                 pending = futures
@@ -134,8 +143,9 @@ class ImageInputs(Sequence):
                 yield _stack(pending)
 
 
-def _stack(futures) -> torch.Tensor:
-    images = [f.result() for f in futures]
+def _stack(images) -> torch.Tensor:
+    """One batch from images (tensors, or futures of them) of one size."""
+    images = [im.result() if hasattr(im, "result") else im for im in images]
     shapes = {tuple(im.shape) for im in images}
     if len(shapes) > 1:
         raise ValueError(

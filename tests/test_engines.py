@@ -2,6 +2,7 @@
 fall back to torch with a warning, a missing package gives a clear error."""
 
 import sys
+import threading
 
 import numpy as np
 import pytest
@@ -158,3 +159,47 @@ def test_cpu_bfloat16_opt_in_runs_torch_close_to_float32():
     half = DeepFeatureExtractor(tiny_cnn(), layers="3", cache=None, precision="bfloat16")
     np.testing.assert_allclose(half.fit_transform(X), full, rtol=0.05, atol=0.02)
     assert half.engine_ == "torch"
+
+
+def test_threads_split_into_side_by_side_runs():
+    assert engines.split_threads(1) == (1, 1)
+    assert engines.split_threads(2) == (2, 1)
+    assert engines.split_threads(12) == (8, 1)
+    assert engines.split_threads(16) == (8, 2)  # beyond 8 runs, more threads per run
+
+
+def test_side_by_side_runs_keep_the_images_in_order(tmp_path, monkeypatch):
+    X = np.random.default_rng(1).random((23, 16, 16, 3), dtype=np.float32)
+    net = FrozenNetwork(load_backbone(tiny_cnn()), ["1", "3"], torch.device("cpu"),
+                        engine="onnxruntime", n_threads=3, export_dir=tmp_path)  # fmt: skip
+    threads = set()
+    run = net.statistics
+
+    def recording(batch, spec):
+        threads.add(threading.current_thread().name)
+        return run(batch, spec)
+
+    monkeypatch.setattr(net, "statistics", recording)
+    got = extract_statistics(net, check_images(X), ("avg", "max"), batch_size=2)
+    assert net.concurrent_runs(torch.zeros(1, 3, 16, 16), list(got)) == 3
+    assert len(threads) > 1  # the batches after the first ran in the pool
+    eager = FrozenNetwork(load_backbone(tiny_cnn()), ["1", "3"], torch.device("cpu"))
+    want = extract_statistics(eager, check_images(X), ("avg", "max"), batch_size=5)
+    for item in want:
+        np.testing.assert_allclose(got[item], want[item], rtol=1e-4, atol=1e-6)
+
+
+def test_a_failing_side_by_side_run_raises_in_the_caller(tmp_path, monkeypatch):
+    net = FrozenNetwork(load_backbone(tiny_cnn()), ["3"], torch.device("cpu"),
+                        engine="onnxruntime", n_threads=2, export_dir=tmp_path)  # fmt: skip
+    run, calls = net.statistics, []
+
+    def failing_third(batch, spec):
+        calls.append(1)
+        if len(calls) == 3:
+            raise RuntimeError("out of memory in batch 3")
+        return run(batch, spec)
+
+    monkeypatch.setattr(net, "statistics", failing_third)
+    with pytest.raises(RuntimeError, match="batch 3"):
+        extract_statistics(net, check_images(images(12)), "avg", batch_size=2)

@@ -51,6 +51,22 @@ def test_array_batches_prepared_ahead_in_a_thread_keep_their_order(rgb_images):
     assert all(torch.equal(a, b) for a, b in zip(serial, ahead, strict=True))
 
 
+@pytest.mark.parametrize("n_workers", [1, 2])
+def test_batches_from_a_start_and_one_batch_on_demand(rgb_images, image_folder, n_workers):
+    paths, _ = load_image_folder(image_folder)
+
+    def crop(image):  # the files have mixed sizes
+        return image[..., :30, :30].float()
+
+    for inputs in (check_images(rgb_images), check_images(paths[:6])):
+        whole = torch.cat(list(inputs.batches(crop, batch_size=4, n_workers=n_workers)))
+        rest = list(inputs.batches(crop, batch_size=4, n_workers=n_workers, start=3))
+        assert [len(b) for b in rest] == [3]
+        assert torch.equal(rest[0], whole[3:])
+        assert list(inputs.batches(crop, batch_size=4, n_workers=n_workers, start=6)) == []
+        assert torch.equal(inputs.batch(1, 3, crop), whole[1:3])
+
+
 @pytest.mark.parametrize(
     ("X", "error", "match"),
     [
