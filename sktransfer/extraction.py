@@ -68,7 +68,7 @@ class DeepFeatureExtractor(TransformerMixin, BaseEstimator):
         cores (at most 8 for decoding).
     engine : {"auto", "torch", "onnxruntime"}, default="auto"
         What runs the network (:mod:`sktransfer.engines`). "auto": ONNX Runtime on the CPU
-        (about 5x eager torch; the exported graph is checked against torch on first use and
+        (about 4x eager torch; the exported graph is checked against torch on first use and
         torch runs, with an ``EngineWarning``, when it differs by more than 1e-4 relative or
         cannot be exported), torch on CUDA. "onnxruntime" needs the ``onnxruntime`` package.
     precision : {"float32", "bfloat16", "float16"}, default="float32"
