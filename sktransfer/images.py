@@ -114,38 +114,43 @@ class ImageInputs(Sequence):
         """
         n = len(self)
         starts = range(start, n, batch_size)
+        if self.kind != "items" and (n_workers <= 1 or len(starts) <= 1):
+            yield from (self.batch(i, min(i + batch_size, n), transform) for i in starts)
+            return
         if self.kind != "items":
-            if n_workers <= 1 or len(starts) <= 1:
-                yield from (self.batch(i, min(i + batch_size, n), transform) for i in starts)
-                return
             # The next batch is resized in a thread while the network runs on this one.
             with ThreadPoolExecutor(max_workers=1) as pool:
-                pending = None
-                for i in starts:
-                    future = pool.submit(self.batch, i, min(i + batch_size, n), transform)
-                    if pending is not None:
-                        yield pending.result()
-                    pending = future
-                yield pending.result()
+                yield from _one_ahead(
+                    starts,
+                    lambda i: pool.submit(self.batch, i, min(i + batch_size, n), transform),
+                    lambda future: future.result(),
+                )
             return
-
         with ThreadPoolExecutor(max_workers=max(1, n_workers)) as pool:
-            pending = None
-            for first in starts:
-                futures = [
-                    pool.submit(self._load, i, transform)
-                    for i in range(first, min(first + batch_size, n))
-                ]
-                if pending is not None:
-                    yield _stack(pending)
-                pending = futures
-            if pending is not None:
-                yield _stack(pending)
+            yield from _one_ahead(
+                starts,
+                lambda i: [
+                    pool.submit(self._load, j, transform) for j in range(i, min(i + batch_size, n))
+                ],
+                lambda futures: _stack([future.result() for future in futures]),
+            )
 
 
-def _stack(images) -> torch.Tensor:
-    """One batch from images (tensors, or futures of them) of one size."""
-    images = [im.result() if hasattr(im, "result") else im for im in images]
+def _one_ahead(starts, submit, collect) -> Iterator[torch.Tensor]:
+    """``collect(submit(i))`` for each ``i`` in ``starts``, submitting the next batch's work
+    before collecting this one, so it is prepared while the consumer runs."""
+    pending = None
+    for i in starts:
+        submitted = submit(i)
+        if pending is not None:
+            yield collect(pending)
+        pending = submitted
+    if pending is not None:
+        yield collect(pending)
+
+
+def _stack(images: list[torch.Tensor]) -> torch.Tensor:
+    """One batch from images of one size, or a clear error."""
     shapes = {tuple(im.shape) for im in images}
     if len(shapes) > 1:
         raise ValueError(

@@ -245,7 +245,7 @@ def _torch_outputs(
         backbone, layers, torch.device(device or "cpu"), engine=engine, n_threads=n_threads
     )
     with torch.inference_mode():
-        probe = network(next(inputs[:1].batches(backbone.transform, 1)))
+        probe = network(inputs.batch(0, 1, backbone.transform))
     activations = extract_activations(
         network, inputs, pooling=None, batch_size=batch_size, verbose=verbose
     )
