@@ -54,8 +54,8 @@ from torchvision.transforms import v2
 
 from benchmarks._common import require_data
 from sktransfer import DeepFeatureExtractor, DistilledClassifier, load_image_folder
-from sktransfer.activations import FrozenNetwork, extract_activations
 from sktransfer.backbones import _graph_nodes, load_backbone
+from sktransfer.frozen import FrozenNetwork, pooled_features
 from sktransfer.images import check_images
 from sktransfer.students import count_parameters, multiply_adds
 
@@ -245,7 +245,7 @@ def main(argv=None):
 def check_torch_teacher(pipeline, backbone, x_val):
     """Fraction of validation images on which the torch teacher predicts as the pipeline."""
     node = _graph_nodes(backbone.module)[-1]
-    logits = extract_activations(
+    logits = pooled_features(
         FrozenNetwork(backbone, [node], torch.device("cpu")),
         check_images(list(x_val)),
         pooling=None,

@@ -97,7 +97,7 @@ class BareSession:
     def __init__(self, extractor, threads):
         import onnxruntime as ort
 
-        from sktransfer.engines import _read_export
+        from sktransfer.frozen.engines import _read_export
 
         (engine,) = extractor.network_._engines.values()
         assert engine.name == "onnxruntime", "the exported graph fell back to torch"

@@ -35,9 +35,9 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from sktransfer import FineTuneClassifier, load_image_folder
-from sktransfer.activations import FrozenNetwork, extract_activations
 from sktransfer.backbones import load_backbone, penultimate_layer
 from sktransfer.finetune import _resized
+from sktransfer.frozen import FrozenNetwork, pooled_features
 from sktransfer.images import check_images
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -109,7 +109,7 @@ def extraction_row(X_train, y_train, X_test, y_test, image_size):
 
     def features(X):
         inputs = check_images(X)
-        return extract_activations(network, inputs, pooling="avg", batch_size=16, n_workers=2)[
+        return pooled_features(network, inputs, pooling="avg", batch_size=16, n_workers=2)[
             layer
         ]
 

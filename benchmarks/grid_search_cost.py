@@ -34,8 +34,7 @@ from sklearn.model_selection import GridSearchCV, StratifiedKFold
 from sklearn.pipeline import Pipeline
 
 from sktransfer import DeepFeatureExtractor, load_image_folder
-from sktransfer.activations import FORWARD_COUNTS
-from sktransfer.cache import clear_cache
+from sktransfer.frozen import FORWARD_COUNTS, clear_cache
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("SKTRANSFER_DATA", ROOT / ".." / "shared" / "data"))

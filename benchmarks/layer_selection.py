@@ -46,7 +46,7 @@ from sktransfer.analysis import (
     plot_layer_scores,
     plot_tsne_pair,
 )
-from sktransfer.analysis.scores import LAYER_SCORES, leep_score, linear_probe_score
+from sktransfer.transferability import LAYER_SCORES, leep_score, linear_probe_score
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"

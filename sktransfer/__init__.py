@@ -15,10 +15,9 @@ from .analysis import (
     rbf_cka,
 )
 from .backbones import Backbone, block_layers, list_backbones, list_layers, load_backbone
-from .cache import DiskCache, MemoryCache, clear_cache
-from .engines import EngineWarning
 from .extraction import DeepFeatureExtractor
 from .finetune import FineTuneClassifier
+from .frozen import DiskCache, EngineWarning, MemoryCache, clear_cache
 from .images import check_images, load_image_folder
 from .lottery import PrunedClassifier, plot_lottery
 from .postprocessing import LayerwiseNormalizer, TernaryDiscretizer, make_full_network_embedding

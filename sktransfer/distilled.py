@@ -23,7 +23,7 @@ from torch import nn
 
 from .backbones import Backbone
 from .distillation import DistillationLoss, HintAdapter
-from .engines import ENGINES
+from .frozen import ENGINES
 from .students import Student, StudentTransform, build_student, reset_parameters
 from .teachers import (
     is_torch_teacher,
@@ -184,8 +184,8 @@ class DistilledClassifier(NeuralClassifierBase):
     engine : {"auto", "torch", "onnxruntime"}, default="auto"
         Who runs the forward pass of a teacher that holds a network (a torch module, a
         Backbone, a FineTuneClassifier or a DistilledClassifier), see
-        :mod:`sktransfer.engines`: "auto" is ONNX Runtime on the CPU (checked against torch on
-        first use, with a warning and torch if they disagree or export fails) and torch on
+        :mod:`sktransfer.frozen.engines`: "auto" is ONNX Runtime on the CPU (checked against
+        torch on first use, with a warning and torch if they disagree or export fails) and torch on
         CUDA. Other scikit-learn teachers answer through their own ``predict_proba`` (a
         DeepFeatureExtractor in a Pipeline has its own ``engine``).
     max_epochs : int, default=20

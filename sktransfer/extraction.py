@@ -4,12 +4,9 @@ from __future__ import annotations
 
 import copy
 import os
-import threading
-from collections import OrderedDict
 from numbers import Integral
 
 import numpy as np
-import torch
 from sklearn.base import BaseEstimator, TransformerMixin, _fit_context
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.multiclass import check_classification_targets
@@ -17,14 +14,27 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 from torch import nn
 from torchvision.models._api import WeightsEnum
 
-from .activations import FrozenNetwork, assemble, extract_statistics, forms_for
-from .analysis.scores import LAYER_SCORES as _LAYER_SCORES
 from .backbones import _is_path, block_layers, load_backbone, penultimate_layer
-from .cache import DiskCache, MemoryCache, get_cache, image_keys
 from .devices import available_or_cpu, resolve_device, seed_from, seeded
-from .engines import ENGINES, PRECISIONS, resolve_engine
+from .frozen import (
+    ENGINES,
+    POOLINGS,
+    PRECISIONS,
+    DiskCache,
+    FrozenNetwork,
+    MemoryCache,
+    Registry,
+    get_cache,
+    has_lazy,
+    pool_statistics,
+    pooled_width,
+    resolve_engine,
+    statistics_for,
+    stored_statistics,
+    tapped_network,
+)
 from .images import check_images
-from .pooling import POOLINGS, pool
+from .transferability import LAYER_SCORES as _LAYER_SCORES
 
 __all__ = ["DeepFeatureExtractor"]
 
@@ -67,7 +77,7 @@ class DeepFeatureExtractor(TransformerMixin, BaseEstimator):
         threads (that many batches run side by side, up to 8). None: the number of CPU
         cores (at most 8 for decoding).
     engine : {"auto", "torch", "onnxruntime"}, default="auto"
-        What runs the network (:mod:`sktransfer.engines`). "auto": ONNX Runtime on the CPU
+        What runs the network (:mod:`sktransfer.frozen.engines`). "auto": ONNX Runtime on the CPU
         (about 4x eager torch; the exported graph is checked against torch on first use and
         torch runs, with an ``EngineWarning``, when it differs by more than 1e-4 relative or
         cannot be exported), torch on CUDA. "onnxruntime" needs the ``onnxruntime`` package.
@@ -77,8 +87,8 @@ class DeepFeatureExtractor(TransformerMixin, BaseEstimator):
     cache : "memory", path, DiskCache or None, default="memory"
         Where per-image activation statistics are kept so that clones (the folds and
         candidates of a grid search) and repeated calls reuse one forward pass
-        (:mod:`sktransfer.cache`). "memory": this process. A folder path (or
-        :class:`~sktransfer.cache.DiskCache`): shared with parallel workers, other processes
+        (:mod:`sktransfer.frozen.store`). "memory": this process. A folder path (or
+        :class:`~sktransfer.frozen.DiskCache`): shared with parallel workers, other processes
         and later runs, as ``Pipeline(memory=...)``; exported ONNX graphs go there too. None:
         no cache.
     record_layers : list or None, default=None
@@ -267,8 +277,7 @@ class DeepFeatureExtractor(TransformerMixin, BaseEstimator):
             self.network_ = self._network()
         self.layer_slices_, start = {}, 0
         for layer in self.layers_:
-            dummy = torch.zeros((1, *self.layer_shapes_[layer]))
-            width = pool(dummy, self.pooling).shape[1]
+            width = pooled_width(self.layer_shapes_[layer], self.pooling)
             self.layer_slices_[layer] = slice(start, start + width)
             start += width
         self.n_features_out_ = start
@@ -337,9 +346,11 @@ class DeepFeatureExtractor(TransformerMixin, BaseEstimator):
         if layers is None:
             # Finding it traces the network (about 0.3 s): once per network, not per clone.
             identity = self.backbone_.identity
-            if identity not in _PENULTIMATE or _has_lazy(self.backbone_.module):
-                _PENULTIMATE[identity] = penultimate_layer(self.backbone_.module)
-            return [_PENULTIMATE[identity]]
+            name = None if has_lazy(self.backbone_.module) else _PENULTIMATE.get(identity)
+            if name is None:
+                name = penultimate_layer(self.backbone_.module)
+                _PENULTIMATE.put(identity, name)
+            return [name]
         layers = [layers] if isinstance(layers, str) else list(layers)
         return _distinct_names(
             layers, "layers", "a node name, a non-empty list of names, or None", self.layers
@@ -378,34 +389,16 @@ class DeepFeatureExtractor(TransformerMixin, BaseEstimator):
         return sorted(set(recorded))
 
     def _network(self) -> FrozenNetwork:
-        cache = get_cache(self.cache)
-        export_dir = cache.onnx_dir if isinstance(cache, DiskCache) else None
-        # Keyed by identity (weights fingerprinted for modules and random weights): clones
-        # holding equal networks share one tapped graph, its probes and its ONNX session.
-        key = (
-            self.backbone_.identity,
-            tuple(self.recorded_layers_),
-            str(self.device_),
-            self.engine_,
-            self.precision,
-            self.n_jobs,
-            str(export_dir),
+        store = get_cache(self.cache)
+        return tapped_network(
+            self.backbone_,
+            self.recorded_layers_,
+            self.device_,
+            engine=self.engine_,
+            precision=self.precision,
+            n_threads=self.n_jobs,
+            export_dir=store.onnx_dir if isinstance(store, DiskCache) else None,
         )
-        lazy = _has_lazy(self.backbone_.module)  # identity known only once initialised
-        network = None if lazy else _NETWORKS.get(key)
-        if network is None:
-            network = FrozenNetwork(
-                self.backbone_,
-                self.recorded_layers_,
-                self.device_,
-                engine=self.engine_,
-                precision=self.precision,
-                n_threads=self.n_jobs,
-                export_dir=export_dir,
-            )
-            if not lazy:
-                _NETWORKS.put(key, network)
-        return network
 
     def _batching(self, n_samples):
         batch_size = self.batch_size
@@ -418,64 +411,31 @@ class DeepFeatureExtractor(TransformerMixin, BaseEstimator):
         verbose = bool(self.verbose) and n_samples > batch_size
         return {"batch_size": batch_size, "n_workers": n_workers, "verbose": verbose}
 
-    def _forms(self, layers) -> dict[str, tuple]:
-        return {
-            layer: forms_for(self.pooling, len(self.layer_shapes_[layer]) + 1) for layer in layers
-        }
+    def _ndim(self, layer) -> int:
+        return len(self.layer_shapes_[layer]) + 1
 
     def _extract(self, inputs) -> dict[str, np.ndarray]:
-        """Each tapped layer's pooled features, through the cache when there is one."""
-        cache = get_cache(self.cache)
-        if cache is None:
-            stats = extract_statistics(
-                self.network_, inputs, self._forms(self.layers_), **self._batching(len(inputs))
-            )
-        else:
-            stats = self._extract_cached(cache, inputs)
+        """Each tapped layer's pooled features, through the activation store when there is
+        one. Misses record what any pooling of any recorded layer needs, so the store then
+        serves every candidate of a search over ``layers`` and ``pooling``."""
+        needed = {layer: statistics_for(self.pooling, self._ndim(layer)) for layer in self.layers_}
+        recorded = ("avg", "max", "flat") if self.pooling is None else ("avg", "max")
+        stats = stored_statistics(
+            self.network_,
+            inputs,
+            needed,
+            store=get_cache(self.cache),
+            record={layer: recorded for layer in self.recorded_layers_},
+            **self._batching(len(inputs)),
+        )
         return {
-            layer: assemble(
-                {form: stats[(layer, form)] for form in self._forms([layer])[layer]},
+            layer: pool_statistics(
+                {stat: stats[(layer, stat)] for stat in needed[layer]},
                 self.pooling,
-                len(self.layer_shapes_[layer]) + 1,
+                self._ndim(layer),
             )
             for layer in self.layers_
         }
-
-    def _extract_cached(self, cache, inputs) -> dict[tuple, np.ndarray]:
-        context = "|".join(
-            [self.network_.identity, self.engine_, self.device_.type, self.precision]
-        )
-        keys = image_keys(inputs)
-        needed = {
-            (layer, form) for layer, forms in self._forms(self.layers_).items() for form in forms
-        }
-        found = cache.get(context, keys, needed)
-        if any(entry is None for entry in found):
-            with cache.locked(context):  # another process may be computing the same misses
-                self._fill_misses(cache, context, inputs, keys, needed, found)
-        return {item: np.stack([entry[item] for entry in found]) for item in needed}
-
-    def _fill_misses(self, cache, context, inputs, keys, needed, found) -> None:
-        missing = [i for i, entry in enumerate(found) if entry is None]
-        for i, entry in zip(missing, cache.get(context, [keys[i] for i in missing], needed)):
-            found[i] = entry
-        missing = [i for i, entry in enumerate(found) if entry is None]
-        if not missing:
-            return
-        # Record what any pooling of any recorded layer needs: the cache then serves them all.
-        recorded = {
-            layer: ("avg", "max", "flat") if self.pooling is None else ("avg", "max")
-            for layer in self.recorded_layers_
-        }
-        stats = extract_statistics(
-            self.network_, inputs.take(missing), recorded, **self._batching(len(missing))
-        )
-        entries = {}
-        for row, i in enumerate(missing):
-            entry = {item: values[row].copy() for item, values in stats.items()}
-            entries[keys[i]] = entry
-            found[i] = entry
-        cache.put(context, entries)
 
     def __getstate__(self):
         state = dict(super().__getstate__())  # a copy: never drop the live object's network
@@ -501,35 +461,8 @@ class DeepFeatureExtractor(TransformerMixin, BaseEstimator):
             self.network_ = self._network()
 
 
-class _LRU:
-    """A few recently used objects (loaded backbones, tapped networks) shared by clones."""
-
-    def __init__(self, size):
-        self.size = size
-        self.items = OrderedDict()
-        self.lock = threading.Lock()
-
-    def get(self, key):
-        with self.lock:
-            value = self.items.get(key)
-            if value is not None:
-                self.items.move_to_end(key)
-            return value
-
-    def put(self, key, value):
-        with self.lock:
-            self.items[key] = value
-            while len(self.items) > self.size:
-                self.items.popitem(last=False)
-
-
-_BACKBONES = _LRU(4)
-_NETWORKS = _LRU(8)
-_PENULTIMATE: dict[str, str] = {}
-
-
-def _has_lazy(module: nn.Module) -> bool:
-    return any(isinstance(p, nn.parameter.UninitializedParameter) for p in module.parameters())
+_BACKBONES = Registry(4)
+_PENULTIMATE = Registry(64)
 
 
 def _load_backbone(backbone, weights, seed):

@@ -22,7 +22,6 @@ from torch import nn
 from torchvision.models._api import WeightsEnum
 from torchvision.transforms._presets import ImageClassification
 
-from .activations import FrozenNetwork, extract_activations
 from .backbones import (
     Backbone,
     ImagePreset,
@@ -32,7 +31,7 @@ from .backbones import (
     block_layers,
     load_backbone,
 )
-from .engines import ENGINES
+from .frozen import ENGINES, FrozenNetwork, pooled_features, resolve_engine
 from .images import ImageInputs
 from .training import NeuralClassifierBase, Preprocessing, count_trainable
 
@@ -115,11 +114,11 @@ class FineTuneClassifier(NeuralClassifierBase):
     cache_features : {"auto"} or bool, default="auto"
         With ``train_layers="head"``, no LoRA and no augmentation, the frozen network's
         output is the same at every epoch: compute it once (through
-        :mod:`sktransfer.activations`) and train the head on it. "auto": do so for images
+        :mod:`sktransfer.frozen`) and train the head on it. "auto": do so for images
         when those conditions hold.
     engine : {"auto", "torch", "onnxruntime"}, default="auto"
         Who runs the frozen network when ``cache_features`` applies (see
-        :mod:`sktransfer.engines`): "auto" is ONNX Runtime on the CPU (checked against torch
+        :mod:`sktransfer.frozen.engines`): "auto" is ONNX Runtime on the CPU (checked against torch
         on first use, with a warning and torch if they disagree or export fails) and torch on
         CUDA. Training itself always runs torch.
     max_epochs, lr, batch_size, optimizer, weight_decay, early_stopping, \
@@ -414,10 +413,10 @@ callbacks, verbose, random_state
             body,
             [_tappable(network.body)[-1]],
             self.device_,
-            engine=self.engine,
+            engine=resolve_engine(self.engine, self.device_),
             n_threads=self.n_jobs,
         )
-        features = extract_activations(
+        features = pooled_features(
             frozen,
             inputs,
             pooling=None,

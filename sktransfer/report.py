@@ -138,7 +138,7 @@ def build_report(
     out : path, default="sktransfer-report"
     cache : path or None
         The activation cache folder. None: ``<user cache dir>/activations``
-        (:func:`sktransfer.cache.default_cache_dir`).
+        (:func:`sktransfer.frozen.default_cache_dir`).
     max_images : int or None, default=2000
         At most this many images in all (stratified subsample).
     finetune : bool, default=True
@@ -167,7 +167,7 @@ def build_report(
     >>> results["recommendation"]["approach"]
     'feature extraction'
     """
-    from .cache import default_cache_dir
+    from .frozen import default_cache_dir
 
     budget = Budget(float(budget_minutes) * 60)
     progress = Progress(budget, verbose)
@@ -302,15 +302,15 @@ def _memory(cache_dir: Path):
 def _activations(dataset: ReportData, backbone, params, budget: Budget, progress, memory):
     """Every scored layer's features and the source probabilities of all images.
 
-    A rerun over the same images (keyed by :func:`sktransfer.cache.image_keys`: file path,
+    A rerun over the same images (keyed by :func:`sktransfer.frozen.image_keys`: file path,
     size and modification time, or array bytes) reads the assembled features back at once.
     Otherwise a pilot batch after a warm-up batch measures the per-image cost, and if the
     whole pass would take more than half of what is left, the images are subsampled (the
     report says so); the pass goes through the activation cache, so the pilot's images are
     not computed twice and pipelines fitted later on these images reuse it.
     """
-    from .cache import image_keys
     from .extraction import DeepFeatureExtractor
+    from .frozen import image_keys
     from .images import check_images
 
     if isinstance(backbone, str):  # the layer plan depends on the architecture only

@@ -5,7 +5,7 @@ with probabilities, a VotingClassifier, a FineTuneClassifier...), a ``torch.nn.M
 :class:`~sktransfer.backbones.Backbone` (a module with its preprocessing). Its answers,
 logits and optionally a hint layer's activations and an embedding, are computed in one pass
 over the transfer set before the student's first epoch: the teacher is never run per epoch.
-Torch teachers run through the frozen-forward seam, :mod:`sktransfer.activations`.
+Torch teachers run through the frozen-forward seam, :mod:`sktransfer.frozen`.
 """
 
 from __future__ import annotations
@@ -23,10 +23,9 @@ from sklearn.pipeline import Pipeline
 from sklearn.utils.validation import check_is_fitted
 from torch import nn
 
-from .activations import FrozenNetwork, extract_activations
 from .backbones import Backbone, ToUnitFloat, _graph_nodes, load_backbone, penultimate_layer
 from .distillation import probabilities_to_logits
-from .engines import EngineWarning
+from .frozen import EngineWarning, FrozenNetwork, pooled_features, resolve_engine
 from .images import ImageInputs
 
 __all__ = [
@@ -145,7 +144,7 @@ def teacher_outputs(
     embedding : bool
         Whether to return an embedding for relation losses.
     engine : {"auto", "torch", "onnxruntime"}
-        Who runs a torch teacher's forward pass (:class:`~sktransfer.activations.FrozenNetwork`).
+        Who runs a torch teacher's forward pass (:class:`~sktransfer.frozen.FrozenNetwork`).
     n_threads : int or None
         ONNX Runtime threads (None: the machine's cores).
     """
@@ -241,12 +240,13 @@ def _torch_outputs(
         tapped.setdefault(_last_node(nodes, name), name)
     alias = {name: tapped[_last_node(nodes, name)] for name in wanted}
     layers = list(tapped.values())
+    device = torch.device(device or "cpu")
     network = FrozenNetwork(
-        backbone, layers, torch.device(device or "cpu"), engine=engine, n_threads=n_threads
+        backbone, layers, device, engine=resolve_engine(engine, device), n_threads=n_threads
     )
     with torch.inference_mode():
         probe = network(inputs.batch(0, 1, backbone.transform))
-    activations = extract_activations(
+    activations = pooled_features(
         network, inputs, pooling=None, batch_size=batch_size, verbose=verbose
     )
     activations = {name: activations[alias[name]] for name in wanted}

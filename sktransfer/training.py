@@ -44,7 +44,7 @@ stored verbatim, passed to ``super().__init__``), extend ``_parameter_constraint
 ``inputs, y_encoded = self._prepare_fit(X, y)`` then ``self._continue_training(inputs,
 y_encoded)`` (plus whatever comes after). ``inputs`` is an
 :class:`~sktransfer.images.ImageInputs`; to read it through a frozen network (a teacher) use
-:mod:`sktransfer.activations`. The validation loss goes through the same criterion (with the
+:mod:`sktransfer.frozen`. The validation loss goes through the same criterion (with the
 validation samples' targets), so a criterion taking dict targets works there too.
 ``tests/test_training.py`` has a minimal subclass.
 

@@ -81,20 +81,20 @@ def one_thread():
 
 @pytest.fixture
 def record_engines(monkeypatch, tmp_path):
-    """``record(module)``: a list that fills with the engine each ``extract_activations``
+    """``record(module)``: a list that fills with the engine each ``pooled_features``
     call made from ``module`` ran on (exported graphs go to a temporary cache folder)."""
     monkeypatch.setenv("SKTRANSFER_CACHE_DIR", str(tmp_path))
 
     def record(module):
         used = []
-        original = module.extract_activations
+        original = module.pooled_features
 
         def spy(network, inputs, **kwargs):
             out = original(network, inputs, **kwargs)
             used.append(network.active_engine)
             return out
 
-        monkeypatch.setattr(module, "extract_activations", spy)
+        monkeypatch.setattr(module, "pooled_features", spy)
         return used
 
     return record

@@ -13,14 +13,15 @@ from sklearn.model_selection import GridSearchCV
 from sklearn.pipeline import Pipeline
 from torch import nn
 
-from sktransfer import DeepFeatureExtractor, activations, extraction
-from sktransfer.activations import FORWARD_COUNTS
-from sktransfer.cache import (
+from sktransfer import DeepFeatureExtractor, extraction
+from sktransfer.frozen import FORWARD_COUNTS, Registry
+from sktransfer.frozen import network as frozen_network
+from sktransfer.frozen.files import write_atomic
+from sktransfer.frozen.store import (
     DiskCache,
     MemoryCache,
     _decode,
     _encode,
-    _write_atomic,
     clear_cache,
     get_cache,
     image_keys,
@@ -32,8 +33,8 @@ from sktransfer.images import check_images
 def _isolated_caches(tmp_path, monkeypatch):
     monkeypatch.setenv("SKTRANSFER_CACHE_DIR", str(tmp_path / "user-cache"))
     # Every test starts with nothing probed and no shared network.
-    monkeypatch.setattr(activations, "_SHAPES", {})
-    monkeypatch.setattr(extraction, "_NETWORKS", extraction._LRU(8))
+    monkeypatch.setattr(frozen_network, "_SHAPES", Registry(64))
+    monkeypatch.setattr(frozen_network, "_NETWORKS", Registry(8))
     clear_cache("memory")
     yield
     clear_cache("memory")
@@ -192,7 +193,7 @@ def test_concurrent_writers_leave_a_whole_file(tmp_path):
 
     def write(data):
         for _ in range(10):
-            _write_atomic(target, data)
+            write_atomic(target, data)
 
     threads = [threading.Thread(target=write, args=(p,)) for p in payloads]
     for thread in threads:

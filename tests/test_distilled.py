@@ -378,7 +378,7 @@ class _TrainingOnlyShift(nn.Module):
 
 
 def test_untraceable_network_teacher_answers_through_predict_proba(data):
-    from sktransfer.engines import EngineWarning
+    from sktransfer.frozen import EngineWarning
 
     X, y = data
     net = nn.Sequential(_TrainingOnlyShift(), nn.Linear(10, 3))

@@ -9,11 +9,17 @@ import pytest
 import torch
 from torch import nn
 
-from sktransfer import DeepFeatureExtractor, engines
-from sktransfer.activations import FrozenNetwork, extract_statistics
+from sktransfer import DeepFeatureExtractor
 from sktransfer.backbones import load_backbone
-from sktransfer.cache import clear_cache
-from sktransfer.engines import EngineWarning, resolve_engine
+from sktransfer.frozen import (
+    EngineWarning,
+    FrozenNetwork,
+    Registry,
+    clear_cache,
+    engines,
+    resolve_engine,
+    run_statistics,
+)
 from sktransfer.images import check_images
 
 pytest.importorskip("onnxruntime", reason="the ONNX Runtime engine needs onnxruntime")
@@ -22,7 +28,7 @@ pytest.importorskip("onnxruntime", reason="the ONNX Runtime engine needs onnxrun
 @pytest.fixture(autouse=True)
 def _isolated(tmp_path, monkeypatch):
     monkeypatch.setenv("SKTRANSFER_CACHE_DIR", str(tmp_path / "user-cache"))
-    monkeypatch.setattr(engines, "_SESSIONS", engines.OrderedDict())
+    monkeypatch.setattr(engines, "_SESSIONS", Registry(4))
     clear_cache("memory")
 
 
@@ -54,7 +60,7 @@ def network(module, export_dir, layers=("1", "3", "5")):
 
 def statistics(net, X=None):
     inputs = check_images(images() if X is None else X)
-    return extract_statistics(net, inputs, ("avg", "max"), batch_size=4)
+    return run_statistics(net, inputs, ("avg", "max"), batch_size=4)
 
 
 def test_onnxruntime_matches_torch_on_a_small_network(tmp_path):
@@ -98,7 +104,7 @@ def test_exported_graph_cache_hits_misses_and_rejects_a_corrupt_file(tmp_path, m
     files = list(tmp_path.glob("*.onnx.skt"))
     assert len(calls) == 1 and len(files) == 1  # miss: exported and stored
 
-    monkeypatch.setattr(engines, "_SESSIONS", engines.OrderedDict())  # as a new process
+    monkeypatch.setattr(engines, "_SESSIONS", Registry(4))  # as a new process
     np.testing.assert_array_equal(statistics(network(tiny_cnn(), tmp_path))[("3", "avg")],
                                   first[("3", "avg")])  # fmt: skip
     assert len(calls) == 1  # hit: read from disk
@@ -109,7 +115,7 @@ def test_exported_graph_cache_hits_misses_and_rejects_a_corrupt_file(tmp_path, m
     data = bytearray(files[0].read_bytes())
     data[len(data) // 2] ^= 0xFF
     files[0].write_bytes(bytes(data))
-    monkeypatch.setattr(engines, "_SESSIONS", engines.OrderedDict())
+    monkeypatch.setattr(engines, "_SESSIONS", Registry(4))
     statistics(network(tiny_cnn(), tmp_path))
     assert len(calls) == 3  # the damaged file was rejected and the graph exported again
     assert engines._read_export(files[0]) is not None
@@ -180,11 +186,11 @@ def test_side_by_side_runs_keep_the_images_in_order(tmp_path, monkeypatch):
         return run(batch, spec)
 
     monkeypatch.setattr(net, "statistics", recording)
-    got = extract_statistics(net, check_images(X), ("avg", "max"), batch_size=2)
+    got = run_statistics(net, check_images(X), ("avg", "max"), batch_size=2)
     assert net.concurrent_runs(torch.zeros(1, 3, 16, 16), list(got)) == 3
     assert len(threads) > 1  # the batches after the first ran in the pool
     eager = FrozenNetwork(load_backbone(tiny_cnn()), ["1", "3"], torch.device("cpu"))
-    want = extract_statistics(eager, check_images(X), ("avg", "max"), batch_size=5)
+    want = run_statistics(eager, check_images(X), ("avg", "max"), batch_size=5)
     for item in want:
         np.testing.assert_allclose(got[item], want[item], rtol=1e-4, atol=1e-6)
 
@@ -202,4 +208,4 @@ def test_a_failing_side_by_side_run_raises_in_the_caller(tmp_path, monkeypatch):
 
     monkeypatch.setattr(net, "statistics", failing_third)
     with pytest.raises(RuntimeError, match="batch 3"):
-        extract_statistics(net, check_images(images(12)), "avg", batch_size=2)
+        run_statistics(net, check_images(images(12)), "avg", batch_size=2)

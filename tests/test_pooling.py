@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from sktransfer.pooling import pool
+from sktransfer.frozen import pool
 
 
 def test_spatial_pooling():

@@ -54,13 +54,13 @@ def test_pipeline_embedding_is_the_last_steps_input(data):
 
 def test_torch_teacher_goes_through_the_frozen_forward_seam(monkeypatch):
     calls = []
-    original = teachers.extract_activations
+    original = teachers.pooled_features
 
     def spy(network, inputs, **kwargs):
         calls.append(list(network.layers))
         return original(network, inputs, **kwargs)
 
-    monkeypatch.setattr(teachers, "extract_activations", spy)
+    monkeypatch.setattr(teachers, "pooled_features", spy)
     torch.manual_seed(0)
     module = SmallCNN((4, 8), 3)
     images = np.random.default_rng(0).integers(0, 255, (5, 16, 16, 3), dtype=np.uint8)

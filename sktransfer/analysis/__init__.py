@@ -12,11 +12,11 @@ These tools read features (arrays, or :func:`extract_layer_features`, which runs
 :class:`~sktransfer.DeepFeatureExtractor`), never a network's internals.
 """
 
+from ..transferability import LAYER_SCORES, h_score, leep_score, linear_probe_score, logme_score
 from .cka import cka_matrix, gram_cka, linear_cka, rbf_cka
 from .features import extract_layer_features, logits_layer
 from .plots import plot_cka_heatmap, plot_layer_scores, plot_tsne_pair
 from .ranking import rank_layers
-from .scores import LAYER_SCORES, h_score, leep_score, linear_probe_score, logme_score
 
 __all__ = [
     "LAYER_SCORES",

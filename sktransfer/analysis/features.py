@@ -1,7 +1,7 @@
 """Per-layer features of a backbone, from one forward pass through DeepFeatureExtractor.
 
 Analysis tools read features, never a network's internals: this is their one way to get them,
-through the extractor (and so through :mod:`sktransfer.activations`).
+through the extractor (and so through :mod:`sktransfer.frozen`).
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from scipy.special import softmax
 from torch import nn
 
 from ..backbones import Backbone, block_layers, load_backbone
+from ..extraction import DeepFeatureExtractor
 
 __all__ = ["extract_layer_features", "logits_layer"]
 
@@ -53,9 +54,6 @@ def extract_layer_features(
     >>> {k: v.shape for k, v in feats.items()}, probs.shape
     ({'layer1': (4, 64), 'layer4': (4, 512)}, (4, 1000))
     """
-    # Imported here: sktransfer.extraction imports this package's scores.
-    from ..extraction import DeepFeatureExtractor
-
     if "layers" in extractor_params:
         raise TypeError("Pass the layers as the 'layers' argument, not as an extractor param.")
     weights = extractor_params.get("weights", "DEFAULT")

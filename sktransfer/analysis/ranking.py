@@ -8,8 +8,8 @@ from collections.abc import Mapping
 import numpy as np
 import pandas as pd
 
+from ..transferability import LAYER_SCORES, leep_score, linear_probe_score
 from .features import extract_layer_features
-from .scores import LAYER_SCORES, leep_score, linear_probe_score
 
 __all__ = ["rank_layers"]
 

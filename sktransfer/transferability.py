@@ -1,5 +1,8 @@
 """Transferability scores: how well features will serve a target task, without training.
 
+A leaf module (numpy and scikit-learn only): the extractor's ``layers="auto"`` and
+:mod:`sktransfer.analysis` both import it.
+
 LogME (You et al., 2021) is the log marginal evidence of a Bayesian linear model from the
 features to the one-hot labels; LEEP (Nguyen et al., 2020) is the log-likelihood of an
 empirical predictor built from the source network's class probabilities; the H-score (Bao et

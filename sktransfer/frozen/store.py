@@ -1,4 +1,4 @@
-"""Activation cache: a frozen network's per-image statistics, computed once and shared.
+"""The activation store: a frozen network's per-image statistics, computed once and shared.
 
 A grid search over layers and poolings re-runs the same frozen network on the same images in
 every fold and for every candidate. The cache stores, for each image, what pooling needs
@@ -34,7 +34,6 @@ import hashlib
 import json
 import os
 import struct
-import tempfile
 import threading
 from collections import OrderedDict
 from pathlib import Path
@@ -42,7 +41,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from .images import ImageInputs
+from ..images import ImageInputs
+from .files import default_cache_dir, env_bytes, write_atomic
 
 __all__ = [
     "MemoryCache",
@@ -56,26 +56,6 @@ __all__ = [
 _FORMAT = 1  # bump when the meaning of entries changes: old entries are then never read
 _MAGIC = b"SKTACT01"
 _HEADER = struct.Struct("<8s32sQ")  # magic, sha256 of payload, payload length
-
-
-def _env_bytes(name: str, default: int) -> int:
-    value = os.environ.get(name)
-    if not value:
-        return default
-    try:
-        return int(float(value))
-    except ValueError:
-        raise ValueError(
-            f"Environment variable {name}={value!r} must be a number of bytes, e.g. 2e9."
-        ) from None
-
-
-def default_cache_dir() -> Path:
-    """``$SKTRANSFER_CACHE_DIR``, else ``$XDG_CACHE_HOME/sktransfer`` (``~/.cache/sktransfer``)."""
-    if os.environ.get("SKTRANSFER_CACHE_DIR"):
-        return Path(os.environ["SKTRANSFER_CACHE_DIR"])
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "sktransfer"
 
 
 # --------------------------------------------------------------------------- image keys
@@ -129,7 +109,7 @@ class MemoryCache:
     """
 
     def __init__(self, max_bytes: int | None = None):
-        self.max_bytes = _env_bytes("SKTRANSFER_CACHE_MEMORY_BYTES", 2**30)
+        self.max_bytes = env_bytes("SKTRANSFER_CACHE_MEMORY_BYTES", 2**30)
         if max_bytes is not None:
             self.max_bytes = int(max_bytes)
         self._entries: OrderedDict[tuple[str, str], dict] = OrderedDict()
@@ -212,7 +192,7 @@ class DiskCache:
 
     def __init__(self, path, max_bytes: int | None = None):
         self.path = Path(path).expanduser().resolve()
-        self.max_bytes = _env_bytes("SKTRANSFER_CACHE_DISK_BYTES", 10 * 2**30)
+        self.max_bytes = env_bytes("SKTRANSFER_CACHE_DISK_BYTES", 10 * 2**30)
         if max_bytes is not None:
             self.max_bytes = int(max_bytes)
         self.front = MemoryCache()
@@ -261,7 +241,7 @@ class DiskCache:
         context_dir.mkdir(parents=True, exist_ok=True)
         for key, entry in entries.items():
             merged = self.front.peek(context, key) or entry  # the union of what is known
-            _write_atomic(self._file(context_dir, key), _encode(merged))
+            write_atomic(self._file(context_dir, key), _encode(merged))
         self._enforce_bound()
 
     def _read(self, file: Path) -> dict | None:
@@ -362,19 +342,6 @@ def _decode(data: bytes) -> dict | None:
     return entry
 
 
-def _write_atomic(file: Path, data: bytes) -> None:
-    """Write a private temporary file, then rename it over ``file`` (atomic on POSIX)."""
-    handle, temporary = tempfile.mkstemp(dir=file.parent, prefix=".tmp-", suffix=file.suffix)
-    try:
-        with os.fdopen(handle, "wb") as out:
-            out.write(data)
-        os.replace(temporary, file)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(temporary)
-        raise
-
-
 # --------------------------------------------------------------------------- registry
 
 _MEMORY = MemoryCache()
@@ -407,7 +374,7 @@ def clear_cache(cache="memory") -> None:
 
     Examples
     --------
-    >>> from sktransfer.cache import clear_cache
+    >>> from sktransfer.frozen import clear_cache
     >>> clear_cache("memory")
     """
     get_cache(cache).clear()

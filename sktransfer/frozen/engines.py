@@ -25,16 +25,18 @@ import hashlib
 import io
 import os
 import re
-import threading
 import warnings
-from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
-__all__ = ["ENGINES", "TOLERANCE", "EngineWarning", "resolve_engine", "statistic"]
+from .files import env_bytes, write_atomic
+from .pooling import statistic
+from .registry import Registry
+
+__all__ = ["ENGINES", "PRECISIONS", "TOLERANCE", "EngineWarning", "resolve_engine"]
 
 ENGINES = ("auto", "torch", "onnxruntime")
 PRECISIONS = ("float32", "bfloat16", "float16")
@@ -109,36 +111,17 @@ def _warn_once(key, message):
 # --------------------------------------------------------------------------- statistics
 
 
-def statistic(activation: torch.Tensor, form: str) -> torch.Tensor:
-    """One (N, F) statistic of a batch of activations.
-
-    ``"vec"``: a layer that is already (N, F). ``"avg"`` / ``"max"``: the mean / maximum over
-    spatial positions (N, C, H, W) or tokens (N, T, D). ``"flat"``: the flattened map.
-    Together they give every pooling of :func:`sktransfer.pooling.pool` exactly.
-    """
-    if form == "vec" or activation.ndim == 2:
-        return activation
-    if form == "flat":
-        return activation.flatten(1)
-    dims = (1,) if activation.ndim == 3 else tuple(range(2, activation.ndim))
-    if form == "avg":
-        return activation.mean(dim=dims)
-    if form == "max":
-        return activation.amax(dim=dims)
-    raise ValueError(f"Unknown statistic {form!r}: use 'vec', 'avg', 'max' or 'flat'.")
-
-
 class StatisticsGraph(nn.Module):
-    """A tapped graph followed by the statistics in ``spec`` (a list of (layer, form))."""
+    """A tapped graph followed by the statistics in ``outputs`` (a list of (layer, statistic))."""
 
-    def __init__(self, graph: nn.Module, spec: list[tuple[str, str]]):
+    def __init__(self, graph: nn.Module, outputs: list[tuple[str, str]]):
         super().__init__()
         self.graph = graph
-        self.spec = list(spec)
+        self.outputs = list(outputs)
 
     def forward(self, images):
         activations = self.graph(images)
-        return tuple(statistic(activations[layer], form) for layer, form in self.spec)
+        return tuple(statistic(activations[layer], stat) for layer, stat in self.outputs)
 
 
 # --------------------------------------------------------------------------- torch
@@ -167,11 +150,11 @@ class TorchEngine:
             with torch.autocast(self.device.type, dtype=dtype):
                 return self.graph(batch)
 
-    def run(self, batch: torch.Tensor, spec) -> list[np.ndarray]:
+    def run(self, batch: torch.Tensor, outputs) -> list[np.ndarray]:
         activations = self.activations(batch)
         with torch.inference_mode():
             return [
-                statistic(activations[layer], form).float().cpu().numpy() for layer, form in spec
+                statistic(activations[layer], stat).float().cpu().numpy() for layer, stat in outputs
             ]
 
 
@@ -193,20 +176,25 @@ class OnnxRuntimeEngine:
         self.input_name = session.get_inputs()[0].name
         self.concurrent_runs = concurrent_runs
 
-    def run(self, batch: torch.Tensor, spec=None) -> list[np.ndarray]:
+    def run(self, batch: torch.Tensor, outputs=None) -> list[np.ndarray]:
         array = batch.detach().cpu().contiguous().numpy().astype(np.float32, copy=False)
         return self.session.run(None, {self.input_name: array})
 
 
-_SESSIONS: OrderedDict = OrderedDict()  # key -> OnnxRuntimeEngine or the fallback's reason
-_SESSIONS_LOCK = threading.Lock()
-_MAX_SESSIONS = 4
+#: (export key, threads) -> OnnxRuntimeEngine, or the reason torch runs instead.
+_SESSIONS = Registry(4)
 
 
-def export_key(identity: str, layers, spec, input_shape) -> str:
+def export_key(identity: str, layers, outputs, input_shape) -> str:
     """What an exported graph depends on, hashed: the same key means the same file."""
     text = "|".join(
-        [identity, ",".join(layers), repr(list(spec)), repr(tuple(input_shape)), torch.__version__]
+        [
+            identity,
+            ",".join(layers),
+            repr(list(outputs)),
+            repr(tuple(input_shape)),
+            torch.__version__,
+        ]
         + [f"opset{_OPSET}"]
     )
     return hashlib.sha256(text.encode()).hexdigest()[:40]
@@ -216,7 +204,7 @@ def onnx_engine(
     torch_engine: TorchEngine,
     *,
     key: str,
-    spec,
+    outputs,
     sample: torch.Tensor,
     n_threads: int,
     export_dir: Path,
@@ -224,12 +212,10 @@ def onnx_engine(
 ):
     """An :class:`OnnxRuntimeEngine` checked against torch on ``sample``, or None after an
     :class:`EngineWarning` saying why torch runs instead (export failure, mismatch)."""
-    with _SESSIONS_LOCK:
-        known = _SESSIONS.get((key, n_threads))
-        if known is not None:
-            _SESSIONS.move_to_end((key, n_threads))
-            return known if isinstance(known, OnnxRuntimeEngine) else None
-    engine, reason = _build_checked(torch_engine, key, spec, sample, n_threads, export_dir)
+    known = _SESSIONS.get((key, n_threads))
+    if known is not None:
+        return known if isinstance(known, OnnxRuntimeEngine) else None
+    engine, reason = _build_checked(torch_engine, key, outputs, sample, n_threads, export_dir)
     if engine is None:
         warnings.warn(
             f"engine='onnxruntime' cannot run {what}: {reason} Running torch instead; the "
@@ -237,19 +223,16 @@ def onnx_engine(
             EngineWarning,
             stacklevel=4,
         )
-    with _SESSIONS_LOCK:
-        _SESSIONS[(key, n_threads)] = engine if engine is not None else reason
-        while len(_SESSIONS) > _MAX_SESSIONS:
-            _SESSIONS.popitem(last=False)
+    _SESSIONS.put((key, n_threads), engine if engine is not None else reason)
     return engine
 
 
-def _build_checked(torch_engine, key, spec, sample, n_threads, export_dir):
+def _build_checked(torch_engine, key, outputs, sample, n_threads, export_dir):
     file = Path(export_dir) / f"{key}.onnx.skt"
     model = _read_export(file)
     if model is None:
         try:
-            model = export_onnx(torch_engine.graph, spec, sample)
+            model = export_onnx(torch_engine.graph, outputs, sample)
         except Exception as exc:  # the exporter raises many types; all mean "cannot export"
             return None, f"the ONNX export failed{_operator_of(exc)} ({type(exc).__name__}: " + (
                 f"{_first_line(exc)})."
@@ -262,25 +245,25 @@ def _build_checked(torch_engine, key, spec, sample, n_threads, export_dir):
     except Exception as exc:
         return None, f"ONNX Runtime could not load the exported graph ({_first_line(exc)})."
     engine = OnnxRuntimeEngine(session, file, concurrent_runs=runs)
-    expected = torch_engine.run(sample, spec)
-    got = engine.run(sample, spec)
-    for (layer, form), want, have in zip(spec, expected, got):
+    expected = torch_engine.run(sample, outputs)
+    got = engine.run(sample, outputs)
+    for (layer, stat), want, have in zip(outputs, expected, got):
         scale = max(float(np.abs(want).max()), 1e-12)
         error = float(np.abs(want - have).max()) / scale
         if not np.isfinite(error) or error > TOLERANCE:
             return None, (
-                f"its output {layer!r} ({form}) differs from torch's by {error:.2e} relative to "
+                f"its output {layer!r} ({stat}) differs from torch's by {error:.2e} relative to "
                 f"its scale on {len(sample)} images, above the tolerance {TOLERANCE:g}."
             )
     return engine, None
 
 
-def export_onnx(graph: nn.Module, spec, sample: torch.Tensor) -> bytes:
-    """Export ``graph`` with the statistics of ``spec`` to ONNX bytes, dynamic batch size."""
+def export_onnx(graph: nn.Module, outputs, sample: torch.Tensor) -> bytes:
+    """Export ``graph`` with the statistics of ``outputs`` to ONNX bytes, dynamic batch size."""
     # A copy: moving to the CPU and the default memory format must not touch the torch graph.
-    module = StatisticsGraph(copy.deepcopy(graph), spec).eval().cpu()
+    module = StatisticsGraph(copy.deepcopy(graph), outputs).eval().cpu()
     module = module.to(memory_format=torch.contiguous_format)
-    names = [f"out{i}" for i in range(len(spec))]
+    names = [f"out{i}" for i in range(len(outputs))]
     buffer = io.BytesIO()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # tracer warnings about Python values; checked below
@@ -333,11 +316,9 @@ def _write_export(file: Path, model: bytes) -> None:
     """Store an exported graph; then keep the folder under ``$SKTRANSFER_CACHE_ONNX_BYTES``
     (default 2 GiB) by deleting the least recently used graphs (random-weight networks each
     export their own)."""
-    from .cache import _env_bytes, _write_atomic
-
     file.parent.mkdir(parents=True, exist_ok=True)
-    _write_atomic(file, _MAGIC + hashlib.sha256(model).digest() + model)
-    bound = _env_bytes("SKTRANSFER_CACHE_ONNX_BYTES", 2 * 2**30)
+    write_atomic(file, _MAGIC + hashlib.sha256(model).digest() + model)
+    bound = env_bytes("SKTRANSFER_CACHE_ONNX_BYTES", 2 * 2**30)
     graphs = []
     for other in file.parent.glob("*.onnx.skt"):
         with contextlib.suppress(OSError):

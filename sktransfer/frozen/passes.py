@@ -1,0 +1,193 @@
+"""The frozen pass: images through a tapped network to per-layer statistics, once.
+
+:func:`run_statistics` streams batches from :class:`~sktransfer.images.ImageInputs` through a
+:class:`~sktransfer.frozen.network.FrozenNetwork` (side by side when the engine runs several
+batches at once) into arrays allocated once. :func:`stored_statistics` puts the activation
+store in front of it: images already seen by the same network (any estimator, any clone, any
+process sharing a disk store) are read back, the others computed once and stored.
+:func:`pooled_features` is the pooling on top. Every frozen forward pass of the library
+(DeepFeatureExtractor, FineTuneClassifier's frozen body, network teachers, the analysis
+tools and the report) goes through these functions.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from ..images import ImageInputs
+from .network import FrozenNetwork
+from .pooling import pool_statistics, statistics_for
+from .store import image_keys
+
+__all__ = ["pooled_features", "run_statistics", "store_context", "stored_statistics"]
+
+
+def run_statistics(
+    network: FrozenNetwork,
+    inputs: ImageInputs,
+    wanted,
+    *,
+    batch_size: int,
+    n_workers: int = 1,
+    verbose: int = 0,
+) -> dict[tuple[str, str], np.ndarray]:
+    """Run ``network`` over ``inputs``: ``{(layer, statistic): (n_samples, F) float32}``.
+
+    ``wanted`` is a pooling, a tuple of statistics, or a dict of either per layer (see
+    :meth:`FrozenNetwork.outputs`). Outputs are written into arrays allocated once, so peak
+    memory is the statistics plus a few batches, whatever the number of images. An engine
+    that runs several batches at once (ONNX Runtime on several cores) gets them side by side.
+    """
+    n = len(inputs)
+    results: dict[tuple[str, str], np.ndarray] = {}
+    transform = network.backbone.transform
+    progress = tqdm(
+        total=n, desc=f"{network.backbone.name} features", unit="img", disable=not verbose
+    )
+
+    def store(start, stop, stats):
+        for item, values in stats.items():
+            if item not in results:
+                results[item] = np.empty((n, values.shape[1]), dtype=np.float32)
+            results[item][start:stop] = values
+        progress.update(stop - start)
+
+    with progress:
+        if n == 0:
+            return results
+        first = inputs.batch(0, min(batch_size, n), transform)
+        outputs = network.outputs(first, wanted)
+        store(0, len(first), network.statistics(first, outputs))
+        runs = network.concurrent_runs(first, outputs)
+        if runs == 1:
+            start = len(first)
+            for batch in inputs.batches(transform, batch_size, n_workers, start=start):
+                store(start, start + len(batch), network.statistics(batch, outputs))
+                start += len(batch)
+        else:
+            _run_side_by_side(network, inputs, transform, batch_size, outputs, runs, store)
+    return results
+
+
+def _run_side_by_side(network, inputs, transform, batch_size, outputs, runs, store) -> None:
+    """Run the batches after the first ``runs`` at a time, each prepared (decoded, resized) in
+    the thread that runs it, storing results in order; at most ``2 * runs`` batches are in
+    flight, so memory stays bounded."""
+
+    def prepare_and_run(start, stop):
+        return network.statistics(inputs.batch(start, stop, transform), outputs)
+
+    n = len(inputs)
+    pending: deque = deque()
+    with ThreadPoolExecutor(max_workers=runs) as pool:
+        for start in range(min(batch_size, n), n, batch_size):
+            stop = min(start + batch_size, n)
+            pending.append((start, stop, pool.submit(prepare_and_run, start, stop)))
+            if len(pending) >= 2 * runs:
+                _store_result(pending.popleft(), store)
+        while pending:
+            _store_result(pending.popleft(), store)
+
+
+def _store_result(item, store) -> None:
+    start, stop, future = item
+    store(start, stop, future.result())
+
+
+def store_context(network: FrozenNetwork) -> str:
+    """What determines a stored entry's numbers apart from the image: the network's identity
+    (architecture, weights, preprocessing), the engine, the device type and the precision."""
+    return "|".join([network.identity, network.engine, network.device.type, network.precision])
+
+
+def stored_statistics(
+    network: FrozenNetwork,
+    inputs: ImageInputs,
+    needed: dict[str, tuple[str, ...]],
+    *,
+    store=None,
+    record: dict[str, tuple[str, ...]] | None = None,
+    batch_size: int,
+    n_workers: int = 1,
+    verbose: int = 0,
+) -> dict[tuple[str, str], np.ndarray]:
+    """``{(layer, statistic): (n_samples, F)}`` for the statistics ``needed`` per layer.
+
+    With a ``store`` (:class:`~sktransfer.frozen.store.MemoryCache` or
+    :class:`~sktransfer.frozen.store.DiskCache`), images whose entries hold every needed
+    statistic are read back; the others go through the network once, computing ``record``
+    (default: ``needed``; a superset lets later calls asking for other poolings or layers
+    of the same network be served too) and storing it.
+    """
+    batching = {"batch_size": batch_size, "n_workers": n_workers, "verbose": verbose}
+    if store is None:
+        return run_statistics(network, inputs, needed, **batching)
+    context = store_context(network)
+    keys = image_keys(inputs)
+    wanted = {(layer, stat) for layer, stats in needed.items() for stat in stats}
+    found = store.get(context, keys, wanted)
+    if any(entry is None for entry in found):
+        with store.locked(context):  # another process may be computing the same misses
+            _fill_misses(
+                network, inputs, store, context, keys, wanted, found, record or needed, batching
+            )
+    return {item: np.stack([entry[item] for entry in found]) for item in wanted}
+
+
+def _fill_misses(network, inputs, store, context, keys, wanted, found, record, batching):
+    missing = [i for i, entry in enumerate(found) if entry is None]
+    for i, entry in zip(missing, store.get(context, [keys[i] for i in missing], wanted)):
+        found[i] = entry  # computed by another process while this one waited for the lock
+    missing = [i for i, entry in enumerate(found) if entry is None]
+    if not missing:
+        return
+    batching = {**batching, "verbose": batching["verbose"] and len(missing) > 1}
+    stats = run_statistics(network, inputs.take(missing), record, **batching)
+    entries = {}
+    for row, i in enumerate(missing):
+        entry = {item: values[row].copy() for item, values in stats.items()}
+        entries[keys[i]] = entry
+        found[i] = entry
+    store.put(context, entries)
+
+
+def pooled_features(
+    network: FrozenNetwork,
+    inputs: ImageInputs,
+    *,
+    pooling: str | None,
+    layers: list[str] | None = None,
+    store=None,
+    record: dict[str, tuple[str, ...]] | None = None,
+    batch_size: int,
+    n_workers: int = 1,
+    verbose: int = 0,
+) -> dict[str, np.ndarray]:
+    """Each of ``layers``' (default: every tapped layer) pooled features of ``inputs``,
+    float32, through the ``store`` when there is one (see :func:`stored_statistics`)."""
+    layers = list(network.layers if layers is None else layers)
+    if len(inputs) == 0:
+        return {layer: np.empty((0, 0), np.float32) for layer in layers}
+    shapes = network.layer_shapes(inputs.batch(0, 1, network.backbone.transform))
+    ndims = {layer: len(shapes[layer]) + 1 for layer in layers}
+    needed = {layer: statistics_for(pooling, ndims[layer]) for layer in layers}
+    stats = stored_statistics(
+        network,
+        inputs,
+        needed,
+        store=store,
+        record=record,
+        batch_size=batch_size,
+        n_workers=n_workers,
+        verbose=verbose,
+    )
+    return {
+        layer: pool_statistics(
+            {stat: stats[(layer, stat)] for stat in needed[layer]}, pooling, ndims[layer]
+        )
+        for layer in layers
+    }
