@@ -18,6 +18,7 @@ Every decode of the library goes through :func:`decode_file` (file paths) or
 from __future__ import annotations
 
 import os
+import struct
 
 import numpy as np
 import torch
@@ -188,8 +189,8 @@ def _libjpeg_turbo_reads(image: Image.Image) -> bool:
 def _orientation(image: Image.Image) -> int:
     try:
         return int(image.getexif().get(_EXIF_ORIENTATION, 1))
-    except (TypeError, ValueError):  # a malformed EXIF block: nothing to apply
-        return 1
+    except (OSError, SyntaxError, TypeError, ValueError, struct.error):
+        return 1  # a malformed EXIF block: nothing to apply, as image viewers do
 
 
 def _decode_jpeg(data: bytes) -> torch.Tensor | None:

@@ -204,3 +204,9 @@ def test_unreadable_file_gets_the_clear_error(tmp_path):
     path.write_bytes(b"not a jpeg")
     with pytest.raises(ValueError, match=r"broken\.jpg' \(sample 3\) could not be read"):
         decode_file(path, index=3)
+
+
+def test_malformed_exif_is_read_as_upright(tmp_path):
+    path = tmp_path / "odd.jpg"
+    Image.fromarray(_smooth(20, 30)).save(path, exif=b"Exif\x00\x00not a tiff header")
+    assert decode_file(path, 256).shape == (3, 20, 30)
