@@ -259,7 +259,11 @@ def check_images(X, *, allow_vectors: bool = False) -> ImageInputs:
         One of: a 4-D array (N, H, W, C) or (N, C, H, W) with C in (1, 3, 4); a 3-D array
         (N, H, W) of grayscale images; uint8 (or integers in [0, 255]) or float in [0, 1];
         a sequence or Series of file paths, PIL images or per-image arrays (sizes may differ).
-        With ``allow_vectors=True``, a 2-D array (N, F) of feature vectors.
+        With ``allow_vectors=True``, a 2-D array (N, F) of feature vectors. Files are decoded
+        when batches are read (:mod:`sktransfer.decoding`): upright (EXIF orientation), 16-bit
+        grayscale scaled to 8 bits, refused above ``PIL.Image.MAX_IMAGE_PIXELS`` from their
+        header, and JPEGs at least twice the preprocessing's resize target decoded reduced
+        (``SKTRANSFER_JPEG_DRAFT=0`` turns that off). See docs/images.md.
     allow_vectors : bool, default=False
         Whether 2-D numeric arrays are accepted as feature vectors, for backbones that take
         vectors (a plain ``torch.nn.Module``).
