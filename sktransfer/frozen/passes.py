@@ -19,6 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 from tqdm.auto import tqdm
 
+from ..decoding import decoding_signature
 from ..images import ImageInputs
 from .network import FrozenNetwork
 from .pooling import pool_statistics, statistics_for
@@ -129,8 +130,10 @@ def _store_result(item, store) -> None:
 
 def store_context(network: FrozenNetwork) -> str:
     """What determines a stored entry's numbers apart from the image: the network's identity
-    (architecture, weights, preprocessing), the engine, the device type and the precision."""
-    return "|".join([network.identity, network.engine, network.device.type, network.precision])
+    (architecture, weights, preprocessing), the engine, the device type, the precision and how
+    files are decoded (reduced JPEG decoding on or off)."""
+    parts = [network.identity, network.engine, network.device.type, network.precision]
+    return "|".join([*parts, decoding_signature()])
 
 
 def stored_statistics(
