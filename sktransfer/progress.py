@@ -17,6 +17,7 @@ trained estimator labels its table with its non-default parameters
 
 from __future__ import annotations
 
+import inspect
 import re
 import sys
 
@@ -174,9 +175,10 @@ class PlainProgressBar(ProgressBar):
 
 
 def training_header(estimator, n_train: int, n_valid: int | None) -> str:
-    """The line printed above an estimator's epoch table: which estimator (its non-default
-    parameters, as scikit-learn's repr shows them, so a grid search's candidates differ)
-    trains on how many samples.
+    """The line printed above an estimator's epoch table: which estimator trains on how many
+    samples. The estimator is named with the parameters that differ from their defaults (so
+    a grid search's candidates differ); objects among them (a teacher, callbacks) by their
+    type only, to keep the line short.
 
     Examples
     --------
@@ -184,6 +186,31 @@ def training_header(estimator, n_train: int, n_valid: int | None) -> str:
     >>> training_header(LogisticRegression(C=0.1), 90, 10)
     'LogisticRegression(C=0.1): training on 90 samples, validating on 10'
     """
-    line = f"{estimator!r}: training on {n_train} samples"
-    line = " ".join(line.split())  # scikit-learn wraps long reprs over lines
+    changed = ", ".join(f"{name}={_short(value)}" for name, value in _changed(estimator))
+    line = f"{type(estimator).__name__}({changed}): training on {n_train} samples"
     return line + (f", validating on {n_valid}" if n_valid else "")
+
+
+def _changed(estimator):
+    """(name, value) of the parameters that differ from the signature's defaults."""
+    defaults = inspect.signature(type(estimator).__init__).parameters
+    for name, value in sorted(estimator.get_params(deep=False).items()):
+        default = defaults[name].default if name in defaults else inspect.Parameter.empty
+        if value is default or (_is_plain(value) and _is_plain(default) and value == default):
+            continue
+        yield name, value
+
+
+def _is_plain(value) -> bool:
+    if isinstance(value, tuple | list):
+        return all(_is_plain(item) for item in value)
+    return value is None or isinstance(value, bool | int | float | str)
+
+
+def _short(value) -> str:
+    text = repr(value)
+    if _is_plain(value) and len(text) <= 40:
+        return text
+    if isinstance(value, tuple | list):
+        return f"<{len(value)} {type(value).__name__} items>"
+    return f"<{type(value).__name__}>"

@@ -95,12 +95,22 @@ def test_grid_search_labels_each_candidates_table(capsys):
     assert "\x1b[" not in out  # captured stdout is not a terminal
 
 
-def test_training_header_names_changed_parameters_on_one_line():
+def test_training_header_names_changed_parameters_on_one_short_line():
     clf = FineTuneClassifier("mobilenet_v2", lora_rank=4, train_layers=3, max_epochs=2)
     header = training_header(clf, 100, None)
-    assert "\n" not in header
-    assert "lora_rank=4" in header and "train_layers=3" in header
-    assert header.endswith("training on 100 samples")
+    assert header == (
+        "FineTuneClassifier(lora_rank=4, max_epochs=2, train_layers=3): training on 100 samples"
+    )
+
+
+def test_training_header_names_objects_by_type():
+    teacher = LogisticRegression().fit(*_vectors())
+    clf = DistilledClassifier(teacher, callbacks=[object(), object()], image_size=80)
+    header = training_header(clf, 10, 2)
+    assert header == (
+        "DistilledClassifier(callbacks=<2 list items>, image_size=80, "
+        "teacher=<LogisticRegression>): training on 10 samples, validating on 2"
+    )
 
 
 def test_distilled_verbose_shows_the_teacher_querys_progress(capsys):
