@@ -132,3 +132,17 @@ def test_chunked_teacher_answers_equal_one_query():
     whole = teacher_outputs(teacher, X, inputs, batch_size=2, verbose=0)
     chunked = teacher_outputs(teacher, list(X), inputs, batch_size=2, verbose=1)
     np.testing.assert_allclose(chunked.logits, whole.logits, rtol=1e-6)
+
+
+def test_verbose_2_batch_bars_are_plain_lines_in_a_log(capsys):
+    X, y = _vectors()
+    FineTuneClassifier(_tiny_mlp(), train_layers="all", max_epochs=2, batch_size=20, verbose=2).fit(
+        X, y
+    )
+    err = capsys.readouterr().err
+    assert "\r" not in err and "\x1b" not in err
+    assert [line.split(":")[0] for line in err.splitlines() if "100%" in line] == [
+        "epoch 1",
+        "epoch 2",
+    ]
+    assert "epoch 2: 100% 3/3" in err
