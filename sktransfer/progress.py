@@ -124,7 +124,10 @@ def _notebook_class():
             super().close()
             if self._handle is not None and not getattr(self, "_final_shown", False):
                 self._final_shown = True
-                self._handle.update(self.container)  # text/plain: the final meter
+                if self.leave:  # the same widget; its text/plain is now the final meter
+                    self._handle.update(self.container)
+                else:  # tqdm hid the widget: leave no stale text behind either
+                    self._handle.update({"text/plain": ""}, raw=True)
 
     return _NotebookTqdm
 
