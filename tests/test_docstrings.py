@@ -56,3 +56,22 @@ def test_fitted_attributes_are_documented(name):
 
 def test_the_student_network_is_documented():
     assert "student_module_ : torch.nn.Module" in DistilledClassifier.__doc__
+
+
+def test_documented_ctrl_c_leaves_a_usable_classifier():
+    """NeuralClassifierBase's Notes: Ctrl-C mid-epoch stops training, warns, keeps weights."""
+    from skorch.callbacks import Callback
+
+    class CtrlC(Callback):
+        def on_batch_end(self, net, training, **kwargs):
+            if training and len(net.history) == 2 and len(net.history[-1]["batches"]) == 2:
+                raise KeyboardInterrupt
+
+    clf = FineTuneClassifier(
+        _mlp(), train_layers="all", batch_size=8, max_epochs=5, callbacks=[CtrlC()]
+    )
+    with pytest.warns(UserWarning, match="interrupted after 2 of 5 epochs"):
+        clf.fit(X, Y)
+    assert clf.n_epochs_ == 2
+    assert clf.predict(X).shape == (40,)
+    assert set(clf.predict(X)) <= {0, 1}
