@@ -127,6 +127,15 @@ class DeepFeatureExtractor(TransformerMixin, BaseEstimator):
         Number of output features.
     device_ : torch.device
         The device the network runs on.
+    engine_ : {"torch", "onnxruntime"}
+        Who runs the frozen network (``engine`` resolved for ``device_``).
+    network_ : sktransfer.frozen.FrozenNetwork
+        The tapped network that ``transform`` runs (records ``recorded_layers_``).
+    recorded_layers_ : list of str
+        The layers each pass records into the activation cache (``layers_`` plus
+        ``record_layers``), so that a grid search over layers costs one pass.
+    input_kind_ : {"images", "vectors"}
+        What ``fit`` received; ``transform`` must receive the same kind.
     n_features_in_ : int
         Only for 2-D feature-vector input (a plain-module backbone): the vector length.
         Images of any size are accepted, so it is not defined for images.

@@ -177,8 +177,15 @@ callbacks, verbose, random_state
         ``DeepFeatureExtractor(layers=None)`` taps too) and the pretrained network's
         ``identity``, under which the activation store keeps them.
     device_ : torch.device
+    preprocessing_, input_kind_
+        As in :class:`sktransfer.training.NeuralClassifierBase`.
     n_features_in_ : int
         Only for 2-D vector input (plain-module backbones).
+
+    Notes
+    -----
+    Ctrl-C during training stops it, warns, and leaves a usable classifier with the weights
+    it had then (see :class:`sktransfer.training.NeuralClassifierBase`).
 
     Examples
     --------

@@ -17,10 +17,10 @@ from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from ..decoding import decoding_signature
 from ..images import ImageInputs
+from ..progress import progress_bar
 from .network import FrozenNetwork
 from .pooling import pool_statistics, statistics_for
 from .store import image_keys
@@ -75,7 +75,7 @@ def run_statistics(
     n = len(inputs)
     results: dict[tuple[str, str], np.ndarray] = {}
     transform = network.backbone.transform
-    progress = tqdm(
+    progress = progress_bar(
         total=n, desc=f"{network.backbone.name} features", unit="img", disable=not verbose
     )
 
