@@ -18,6 +18,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "sktransfer"
 FLOW = [
     "sktransfer._version",
     "sktransfer.devices",
+    "sktransfer.progress",
     "sktransfer.decoding",
     "sktransfer.images",
     "sktransfer.backbones",
