@@ -44,7 +44,11 @@ _FRONT_BYTES = 64 * 2**20  # the job store's memory front: flat in the number of
 
 @dataclass
 class ExtractSummary:
-    """What one call of :func:`extract_features` did."""
+    """What one call of :func:`extract_features` did.
+
+    ``peak_rss_mb`` maps each worker (``"this process"`` without Dask) to its peak resident
+    memory; ``chunk_times`` lists ``(seconds since the start, images)`` as chunks finished.
+    """
 
     out: str
     n_images: int
@@ -55,6 +59,7 @@ class ExtractSummary:
     n_unreadable: int
     seconds: float
     peak_rss_mb: dict = field(default_factory=dict)
+    chunk_times: list = field(default_factory=list)
 
     @property
     def images_per_second(self) -> float:
@@ -243,7 +248,7 @@ def extract_features(
             ):
                 for task, result in results:
                     folder.record(task.index, result["rows"], result["sha256"], result["skipped"])
-                    _count(summary, task, result)
+                    _count(summary, task, result, time.perf_counter() - start)
                     progress.update(len(task.paths))
         finally:
             summary.seconds = time.perf_counter() - start
@@ -252,8 +257,9 @@ def extract_features(
     return summary
 
 
-def _count(summary: ExtractSummary, task: _ChunkTask, result: dict) -> None:
+def _count(summary: ExtractSummary, task: _ChunkTask, result: dict, seconds: float) -> None:
     summary.chunks_run += 1
+    summary.chunk_times.append((seconds, len(task.paths)))
     summary.images_run += len(task.paths)
     worker = result["worker"]
     summary.peak_rss_mb[worker] = max(summary.peak_rss_mb.get(worker, 0.0), result["rss_mb"])
@@ -433,7 +439,16 @@ def _extract_chunk(task: _ChunkTask, extractor=None) -> dict:
 
 
 def _peak_rss_mb() -> float:
-    """This process's peak resident memory in MB (NaN where the system does not say)."""
+    """This process's peak resident memory in MB (NaN where the system does not say).
+
+    Linux's ``VmHWM`` first: ``getrusage``'s maximum survives ``fork`` and ``exec``, so a
+    worker process would report its parent's peak when that is higher.
+    """
+    with contextlib.suppress(OSError, ValueError):
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
     try:
         import resource
     except ImportError:  # Windows
