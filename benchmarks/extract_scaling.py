@@ -130,19 +130,21 @@ def main() -> None:
     require_data("caltech101")
     order = list(CONFIGS.items())
     scratch = Path(tempfile.mkdtemp(prefix="sktransfer-extract-scaling-"))
-    measured, kept = [], {}
+    measured, kept, agreement = [], {}, "not compared yet (run unfinished)"
     try:
         for repeat in range(args.repeats):
             for name, workers in order if repeat % 2 == 0 else order[::-1]:
                 keep = name not in kept and workers in (None, 2)
                 measured.append(run(name, workers, scratch, keep))
-                write(measured, "not compared yet (run unfinished)", args.repeats)
                 if keep:
                     kept[name] = scratch / f"out-{workers}"
-        agreement = compare(*kept.values())
+                    if len(kept) == 2:
+                        agreement = compare(*kept.values())
+                        for folder in kept.values():
+                            shutil.rmtree(folder)
+                write(measured, agreement, args.repeats)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-    write(measured, agreement, args.repeats)
     print((RESULTS / "extract_scaling.md").read_text())
 
 
