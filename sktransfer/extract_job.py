@@ -92,21 +92,10 @@ class _JobStore(DiskCache):
         self.front = MemoryCache(_FRONT_BYTES)
 
     def locked(self, context):
-        return _NO_WAIT
+        return contextlib.nullcontext()
 
     def __reduce__(self):
         return (_JobStore, (str(self.path),))
-
-
-class _NoWait:
-    def __enter__(self):
-        return None
-
-    def __exit__(self, *exc):
-        return False
-
-
-_NO_WAIT = _NoWait()
 
 
 def extract_features(

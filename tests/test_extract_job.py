@@ -138,6 +138,20 @@ def test_command_line_refuses_with_one_line_and_exit_2(images, tmp_path, capsys)
     assert (out / "notes.txt").read_text() == "keep"
 
 
+def test_command_line_writes_the_features_and_says_so(tmp_path, capsys):
+    images, out = tmp_path / "images", tmp_path / "features"
+    for label in ("a", "b"):  # a named network resizes to 224 x 224: few images
+        (images / label).mkdir(parents=True)
+        Image.fromarray(np.full((9, 9, 3), 99, np.uint8)).save(images / label / "0.png")
+    arguments = ["extract", str(images), "--out", str(out), "--backbone", "squeezenet1_1"]
+    arguments += ["--layers", "features.12"]
+    arguments += ["--weights", "none", "--engine", "torch", "--no-cache", "--n-jobs", "1"]
+    assert main([*arguments, "--pooling", "max"]) == 0
+    table = read_features(out)
+    assert table.shape == (2, 2 + 512) and table.columns[2].endswith("__max0")
+    assert "2 images' features" in capsys.readouterr().out.splitlines()[-1]
+
+
 _KILLABLE = """
 import sys, time
 import torch
