@@ -158,6 +158,15 @@ def extract(args) -> int:
             raise
         print(f"sktransfer extract: error: {exc}", file=sys.stderr)
         return 2
+    except Exception as exc:  # noqa: BLE001 - a user command prints a message, not a traceback
+        if args.traceback:
+            raise
+        print(
+            f"sktransfer extract: error: {type(exc).__name__}: {exc}\n"
+            "(run again with --traceback for the details; run the same command to resume)",
+            file=sys.stderr,
+        )
+        return 1
     if not args.quiet:
         print(
             f"{summary.n_images - summary.n_unreadable} images' features in {summary.out} "

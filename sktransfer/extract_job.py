@@ -25,7 +25,7 @@ import json
 import os
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -78,6 +78,7 @@ class _ChunkTask:
     cache: str | None
     probe: str
     columns: list
+    engine: str
     threads: int | None
     driver_pid: int
 
@@ -209,6 +210,7 @@ def extract_features(
             cache=None if cache_dir is None else str(cache_dir),
             probe=probe,
             columns=job["columns"],
+            engine=job["engine"],
             threads=n_jobs,
             driver_pid=os.getpid(),
         )
@@ -363,7 +365,7 @@ def _run(tasks, extractor, n_workers, scheduler, n_jobs):
                 client.close()
         return
     threads = max(1, (n_jobs or os.cpu_count() or 1) // n_workers)
-    tasks = [_with_threads(task, threads) for task in tasks]
+    tasks = [replace(task, threads=threads) for task in tasks]
     with (
         LocalCluster(
             n_workers=n_workers, threads_per_worker=1, processes=True, dashboard_address=None
@@ -371,10 +373,6 @@ def _run(tasks, extractor, n_workers, scheduler, n_jobs):
         Client(cluster) as client,
     ):
         yield from _run_on_dask(client, tasks)
-
-
-def _with_threads(task: _ChunkTask, threads: int) -> _ChunkTask:
-    return _ChunkTask(**{**task.__dict__, "threads": threads})
 
 
 def _run_on_dask(client, tasks):
@@ -474,11 +472,11 @@ def _worker_extractor(task: _ChunkTask, worker: str):
     cache = None if task.cache is None else Path(task.cache)
     extractor = _fitted_extractor(task.params, cache, task.probe, threads)
     columns = extractor.get_feature_names_out().tolist()
-    if columns != task.columns:
+    if columns != task.columns or extractor.engine_ != task.engine:
         raise ExtractJobError(
-            f"Worker {worker} computes other features than the job ({len(columns)} columns, "
-            f"engine {extractor.engine_}, instead of {len(task.columns)}): give every worker "
-            "the same sktransfer, torch and onnxruntime versions."
+            f"Worker {worker} would compute other features than the job: {len(columns)} "
+            f"columns on {extractor.engine_}, the job has {len(task.columns)} on "
+            f"{task.engine}. Give every worker the same sktransfer, torch and onnxruntime."
         )
     _WORKER_EXTRACTORS.put(key, extractor)
     return extractor
