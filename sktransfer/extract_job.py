@@ -63,7 +63,8 @@ class ExtractSummary:
 
     @property
     def images_per_second(self) -> float:
-        """Images of the chunks run by this call per second of running them."""
+        """Images of the chunks run by this call per second of running them (starting a
+        local cluster's workers included; ``chunk_times`` gives the steady rate)."""
         return self.images_run / self.seconds if self.seconds > 0 else float("nan")
 
 
