@@ -57,3 +57,8 @@ from .distilled import DistilledClassifier, born_again  # noqa: E402
 from .students import build_student  # noqa: E402
 
 __all__ += ["DistilledClassifier", "born_again", "build_student"]
+
+from .extract_job import ExtractJobError, extract_features  # noqa: E402
+from .parallel_predict import parallel_predict  # noqa: E402
+
+__all__ += ["ExtractJobError", "extract_features", "parallel_predict"]

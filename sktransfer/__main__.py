@@ -1,4 +1,5 @@
-"""Command line: ``sktransfer report`` and ``sktransfer demo`` (also ``python -m sktransfer``)."""
+"""Command line: ``sktransfer report``, ``sktransfer extract`` and ``sktransfer demo`` (also
+``python -m sktransfer``)."""
 
 from __future__ import annotations
 
@@ -125,6 +126,104 @@ def _add_report_parser(commands) -> None:
     parser.add_argument("--traceback", action="store_true", help="show tracebacks of errors")
 
 
+def extract(args) -> int:
+    """Run :func:`sktransfer.extract_features`; a folder or data problem exits 2 with one line."""
+    from .extract_job import ExtractJobError, extract_features
+
+    weights = None if args.weights.lower() == "none" else args.weights
+    try:
+        summary = extract_features(
+            args.data,
+            args.out,
+            backbone=args.backbone,
+            weights=weights,
+            layers=args.layers,
+            pooling=None if args.pooling == "none" else args.pooling,
+            engine=args.engine,
+            chunk_size=args.chunk_size,
+            cache=False if args.no_cache else args.cache,
+            n_jobs=args.n_jobs,
+            workers=args.workers,
+            scheduler=args.scheduler,
+            verbose=0 if args.quiet else 1,
+        )
+    except KeyboardInterrupt:
+        print(
+            "sktransfer extract: interrupted; run the same command again to resume.",
+            file=sys.stderr,
+        )
+        return 130
+    except (ExtractJobError, FileNotFoundError, ValueError) as exc:
+        if args.traceback:
+            raise
+        print(f"sktransfer extract: error: {exc}", file=sys.stderr)
+        return 2
+    except Exception as exc:  # noqa: BLE001 - a user command prints a message, not a traceback
+        if args.traceback:
+            raise
+        print(
+            f"sktransfer extract: error: {type(exc).__name__}: {exc}\n"
+            "(run again with --traceback for the details; run the same command to resume)",
+            file=sys.stderr,
+        )
+        return 1
+    if not args.quiet:
+        print(
+            f"{summary.n_images - summary.n_unreadable} images' features in {summary.out} "
+            f"({summary.chunks_run} chunks run, {summary.chunks_resumed} already done, "
+            f"{summary.n_unreadable} unreadable images listed in _unreadable.csv)."
+        )
+    return 0
+
+
+def _add_extract_parser(commands) -> None:
+    parser = commands.add_parser(
+        "extract",
+        help="features of many images to Parquet, resumable, on one machine or a Dask cluster",
+        description="Write a pretrained network's features of every image to Parquet files "
+        "(path, label, one column per feature) in chunks. Run the same command again to "
+        "resume an interrupted job.",
+    )
+    parser.add_argument("data", help="a folder with one sub-folder of images per class")
+    parser.add_argument("--out", required=True, help="output folder (new, empty, or resumed)")
+    parser.add_argument("--backbone", default="mobilenet_v2", help="default: mobilenet_v2")
+    parser.add_argument(
+        "--weights", default="DEFAULT", help="pretrained weights; 'none' for random (testing)"
+    )
+    parser.add_argument(
+        "--layers", nargs="+", default=None, help="layers to tap (default: penultimate)"
+    )
+    parser.add_argument(
+        "--pooling", default="avg", choices=["avg", "max", "avgmax", "none"], help="default: avg"
+    )
+    parser.add_argument(
+        "--engine", default="auto", choices=["auto", "torch", "onnxruntime"], help="default: auto"
+    )
+    parser.add_argument(
+        "--chunk-size", type=int, default=512, help="images per Parquet file (default: 512)"
+    )
+    parser.add_argument(
+        "--cache",
+        default=None,
+        help="activation store folder (default: $SKTRANSFER_CACHE_DIR/activations, "
+        "~/.cache/sktransfer/activations)",
+    )
+    parser.add_argument("--no-cache", action="store_true", help="no activation store")
+    parser.add_argument(
+        "--n-jobs",
+        type=int,
+        default=None,
+        help="threads: the total (split between --workers), or per worker with --scheduler",
+    )
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument(
+        "--workers", type=int, default=None, help="run on a local Dask cluster of N processes"
+    )
+    where.add_argument("--scheduler", default=None, help="run on a Dask cluster: scheduler address")
+    parser.add_argument("--quiet", action="store_true", help="no progress output")
+    parser.add_argument("--traceback", action="store_true", help="show tracebacks of errors")
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(
         prog="sktransfer", description="Transfer learning as scikit-learn estimators."
@@ -135,9 +234,12 @@ def main(argv=None) -> int:
     demo_parser.add_argument("--layer", default="features.14")
     demo_parser.add_argument("--n-images", type=int, default=600)
     _add_report_parser(commands)
+    _add_extract_parser(commands)
     args = parser.parse_args(argv)
     if args.command == "report":
         return report(args)
+    if args.command == "extract":
+        return extract(args)
     if args.command in (None, "demo"):
         if args.command is None:
             args = demo_parser.parse_args([])
