@@ -303,7 +303,7 @@ def render_table(record) -> str:
     rows_ = record["rows"]
     base = next((r["fit_s"] for r in rows_ if r["method"].startswith("feature")), None)
     head = "| method | V_ACC | T_ACC | " + ("AUC | " if medmnist else "")
-    head += "P_AVG | energy | E_CO2 | T (s) | time vs extraction | n_EXP | "
+    head += "P_AVG (W) | energy (kWh) | E_CO2 (kg) | T (s) | time vs extraction | n_EXP | "
     head += "trainable params | trainable % | epochs |"
     lines = [head, "|" + " --- |" * (head.count("|") - 1)]
     for r in rows_:

@@ -129,15 +129,16 @@ class FootprintRecord:
         )
 
     def cells(self) -> dict:
-        """P_AVG, E, E_CO2 and T as display strings, each saying how it was obtained."""
+        """P_AVG (W), energy (kWh), E_CO2 (kg) and T (s) as display strings (the units go
+        in the column titles), each saying how it was obtained: "(meas.)" or "(est.)"."""
         tag = {"measured": " (meas.)", "estimate": " (est.)"}.get(self.how, " (part. meas.)")
         if not self.measured:
             energy = power = co2 = NOT_MEASURED
         else:
-            power = f"{self.power_w:.1f} W{tag}"
-            energy = f"{self.energy_kwh:.3g} kWh{tag}"
-            co2 = f"{self.co2_kg:.3g} kg{tag}"
-        return {"P_AVG": power, "energy": energy, "E_CO2": co2, "T": f"{self.seconds:.1f} s"}
+            power = f"{self.power_w:.1f}{tag}"
+            energy = f"{self.energy_kwh:.3g}{tag}"
+            co2 = f"{self.co2_kg:.3g}{tag}"
+        return {"P_AVG": power, "energy": energy, "E_CO2": co2, "T": f"{self.seconds:.1f}"}
 
     def to_dict(self) -> dict:
         """Every field and the derived figures, for JSON (None where not measured)."""

@@ -1039,7 +1039,7 @@ def _html(blocks, plots: dict) -> str:
         "body{font-family:system-ui,sans-serif;max-width:960px;margin:2em auto;padding:0 1em;"
         "line-height:1.45}table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid "
         "#ccc;padding:.25em .6em;text-align:right}th{background:#f3f3f3}td:first-child{"
-        "text-align:left}img{max-width:100%}pre{background:#f6f8fa;padding:1em;overflow:auto}"
+        "text-align:left}td:not(:first-child){white-space:nowrap}img{max-width:100%}pre{background:#f6f8fa;padding:1em;overflow:auto}"
     )
     return (
         "<!DOCTYPE html>\n<html><head><meta charset='utf-8'><title>sktransfer report</title>"

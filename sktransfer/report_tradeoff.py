@@ -12,7 +12,16 @@ from __future__ import annotations
 from .footprint import FootprintRecord
 
 #: The table's columns; the footprint ones come from FootprintRecord.cells().
-COLUMNS = ["approach", "V_ACC", "T_ACC", "P_AVG", "energy", "E_CO2", "T", "n_EXP", "trained params"]
+COLUMNS = [
+    "approach",
+    "V_ACC",
+    "T_ACC",
+    "P_AVG (W)",
+    "energy (kWh)",
+    "E_CO2 (kg)",
+    "T (s)",
+    "n_EXP",
+]
 
 
 def extraction_trade_off(table, layer, n_folds, pass_footprint, fits_footprint) -> dict:
@@ -45,8 +54,8 @@ def trade_off(activations: dict, extraction: dict, finetune: dict | None) -> dic
             v_acc_how=extraction["v_acc_how"],
         ),
         _row(
-            f"of which: the forward pass over {activations['n_images']} images, every scored "
-            f"layer{reread}; cached, every later extraction fit reuses it",
+            f"of which: the forward pass, {activations['n_images']} images{reread} "
+            "(cached: every later extraction fit reuses it)",
             None,
             None,
             extraction["forward_pass_footprint"],
@@ -62,20 +71,20 @@ def trade_off(activations: dict, extraction: dict, finetune: dict | None) -> dic
         size = finetune["params"]["image_size"] or "native"
         rows.append(
             _row(
-                f"fine-tuning ({detail}, {size} px)",
+                f"fine-tuning ({detail}, {size} px; trains {finetune['trainable_params']:,} "
+                f"of {finetune['total_params']:,} parameters)",
                 None,
                 finetune["accuracy"],
                 finetune["footprint"],
                 finetune["n_exp"],
                 v_acc_how="not measured: fine-tuning trains on every training image",
-                trained=f"{finetune['trainable_params']:,} of {finetune['total_params']:,}",
             )
         )
     first = FootprintRecord.from_dict(extraction["footprint"])
     return {"grid": first.grid, "carbon_intensity": first.carbon_intensity, "rows": rows}
 
 
-def _row(approach, v_acc, t_acc, footprint: dict, n_exp, v_acc_how=None, trained=None) -> dict:
+def _row(approach, v_acc, t_acc, footprint: dict, n_exp, v_acc_how=None) -> dict:
     record = FootprintRecord.from_dict(footprint)
     return {
         "approach": approach,
@@ -87,7 +96,6 @@ def _row(approach, v_acc, t_acc, footprint: dict, n_exp, v_acc_how=None, trained
         "co2_kg": record.co2_kg,
         "seconds": record.seconds,
         "n_exp": n_exp,
-        "trained_params": trained,
         "how": record.how,
         "sources": record.sources,
         "note": record.note,
@@ -111,7 +119,6 @@ def trade_off_blocks(trade: dict) -> list[tuple]:
                 "-" if row["t_acc"] is None else f"{row['t_acc']:.3f}",
                 *(cells[k] for k in ("P_AVG", "energy", "E_CO2", "T")),
                 "-" if row["n_exp"] is None else str(row["n_exp"]),
-                row["trained_params"] or "-",
             ]
         )
     return [("table", COLUMNS, rows), ("p", _how(trade))]

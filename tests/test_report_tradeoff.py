@@ -59,9 +59,9 @@ def test_table_measured(tmp_path, one_thread):
     n_layers, folds = len(results["layers"]), 3  # 60 digits: at least 3 per class
     assert extraction["n_exp"] == (folds + 1) * n_layers and finetune["n_exp"] == 1
     page = (out / "report.html").read_text()
-    for column in ("V_ACC", "T_ACC", "P_AVG", "E_CO2", "n_EXP"):
+    for column in ("V_ACC", "T_ACC", "P_AVG (W)", "energy (kWh)", "E_CO2 (kg)", "n_EXP"):
         assert f"<th>{column}</th>" in page
-    assert " W (est.)" in page or " W (meas.)" in page
+    assert f"<td>{extraction['power_w']:.1f} (est.)</td>" in page or " (meas.)</td>" in page
     assert "set by the user: 100 g CO2e/kWh" in page
     stored = json.loads((out / "report.json").read_text())
     assert stored["trade_off"]["rows"][0]["energy_kwh"] == extraction["energy_kwh"]
