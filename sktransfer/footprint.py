@@ -220,8 +220,11 @@ def footprint(
         record.seconds = time.perf_counter() - start
         if tracker is not None:
             record.energy_kwh = _codecarbon_stop(tracker)
-            record.sources = _codecarbon_sources(tracker, tracking_mode)
             record.note = _codecarbon_version()
+            if record.energy_kwh is None:
+                record.note += f": {NOT_MEASURED}, the tracker failed (its log says why)"
+            else:
+                record.sources = _codecarbon_sources(tracker, tracking_mode)
 
 
 class FootprintCallback(Callback):
@@ -274,11 +277,10 @@ class FootprintCallback(Callback):
 
     def on_train_begin(self, net, **kwargs):
         self._close_epoch()  # a previous training that raised mid-epoch
+        intensity, grid = resolve_grid(self.country, self.carbon_intensity)
+        # the sum starts from zero epochs: 0 s and 0 kWh, "not measured" once an epoch is
         self.footprint_ = FootprintRecord(
-            seconds=0.0,
-            energy_kwh=0.0,
-            carbon_intensity=resolve_grid(self.country, self.carbon_intensity)[0],
-            grid=resolve_grid(self.country, self.carbon_intensity)[1],
+            seconds=0.0, energy_kwh=0.0, carbon_intensity=intensity, grid=grid
         )
 
     def on_epoch_begin(self, net, **kwargs):
