@@ -293,6 +293,13 @@ class FootprintCallback(Callback):
         self._epoch_record = self._epoch.__enter__()
 
     def on_epoch_end(self, net, **kwargs):
+        self._record_epoch(net)
+
+    def on_train_end(self, net, **kwargs):
+        # early stopping ends training from the on_epoch_end of a callback run before this one
+        self._record_epoch(net)
+
+    def _record_epoch(self, net) -> None:
         record = self._close_epoch()
         if record is None:
             return
@@ -301,12 +308,6 @@ class FootprintCallback(Callback):
             net.history.record("energy_kwh", record.energy_kwh)
             net.history.record("power_w", record.power_w)
             net.history.record("co2_kg", record.co2_kg)
-
-    def on_train_end(self, net, **kwargs):
-        # early stopping ends training from another callback's on_epoch_end
-        record = self._close_epoch()
-        if record is not None:
-            self.footprint_ = self.footprint_ + record
 
     def _close_epoch(self) -> FootprintRecord | None:
         epoch = self.__dict__.pop("_epoch", None)

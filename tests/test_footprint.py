@@ -138,10 +138,11 @@ def test_unknown_country_suggests_close_codes(codecarbon):
         resolve_grid(country="FRX")
 
 
-def _tiny_classifier(callback):
+def _tiny_classifier(callback, **params):
     net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 5))
+    params = {"max_epochs": 2, **params}
     return FineTuneClassifier(
-        net, weights=None, max_epochs=2, random_state=0, callbacks=[("footprint", callback)]
+        net, weights=None, random_state=0, callbacks=[("footprint", callback)], **params
     )
 
 
@@ -156,6 +157,20 @@ def test_callback_records_each_epoch(codecarbon, one_thread):
     assert total.energy_kwh == pytest.approx(sum(energies))
     assert not hasattr(callback, "footprint_")  # the estimator trained a copy
     pickle.loads(pickle.dumps(clf))  # no running tracker left behind
+
+
+def test_callback_closes_the_epoch_early_stopping_ended(codecarbon, one_thread):
+    X = np.random.default_rng(0).random((20, 12, 12, 3), dtype=np.float32)
+    callback = FootprintCallback(carbon_intensity=100.0, codecarbon_params=KNOWN_POWER)
+    clf = _tiny_classifier(
+        callback, max_epochs=30, lr=1e-9, early_stopping=True, n_iter_no_change=1
+    ).fit(X, [0, 1] * 10)
+    assert clf.n_epochs_ < 30  # stopped early, from early stopping's on_epoch_end
+    energies = clf.history_[:, "energy_kwh"]
+    assert len(energies) == clf.n_epochs_  # the last epoch too
+    total = dict(clf.net_.callbacks_)["footprint"].footprint_
+    assert total.energy_kwh == pytest.approx(sum(energies))
+    pickle.loads(pickle.dumps(clf))
 
 
 def test_callback_without_codecarbon(without_codecarbon, one_thread):
