@@ -210,21 +210,26 @@ def footprint(
             f"or None. Got {type(codecarbon_params).__name__} instead."
         )
     record = FootprintRecord(carbon_intensity=intensity, grid=grid)
-    tracker = _codecarbon_start(tracking_mode, intensity, codecarbon_params or {})
-    if tracker is None:
-        record.note = INSTALL_HINT
-    start = time.perf_counter()
-    try:
-        yield record
-    finally:
-        record.seconds = time.perf_counter() - start
-        if tracker is not None:
-            record.energy_kwh = _codecarbon_stop(tracker)
-            record.note = _codecarbon_version()
-            if record.energy_kwh is None:
-                record.note += f": {NOT_MEASURED}, the tracker failed (its log says why)"
-            else:
-                record.sources = _codecarbon_sources(tracker, tracking_mode)
+    with contextlib.ExitStack() as quiet:
+        tracker = _codecarbon_start(tracking_mode, intensity, codecarbon_params or {}, quiet)
+        if tracker is None:
+            record.note = INSTALL_HINT
+        start = time.perf_counter()
+        try:
+            yield record
+        finally:
+            record.seconds = time.perf_counter() - start
+            _fill_from_tracker(record, tracker, tracking_mode)
+
+
+def _fill_from_tracker(record: FootprintRecord, tracker, tracking_mode: str) -> None:
+    if tracker is not None:
+        record.energy_kwh = _codecarbon_stop(tracker)
+        record.note = _codecarbon_version()
+        if record.energy_kwh is None:
+            record.note += f": {NOT_MEASURED}, the tracker failed"
+        else:
+            record.sources = _codecarbon_sources(tracker, tracking_mode)
 
 
 class FootprintCallback(Callback):
@@ -379,8 +384,9 @@ def _codecarbon_version() -> str:
 
 @contextlib.contextmanager
 def _quiet_codecarbon():
-    """codecarbon logs at INFO and WARNING while it starts and stops (and sets its own level
-    only after some of them): hold its logger at ERROR meanwhile, then restore it."""
+    """codecarbon logs at INFO and WARNING while it starts, measures (every few seconds, from
+    a thread) and stops, and sets its own level only after some of them: hold its logger at
+    ERROR meanwhile, then restore it."""
     logger = logging.getLogger("codecarbon")
     level = logger.level
     logger.setLevel(logging.ERROR)
@@ -414,8 +420,9 @@ def _codecarbon_intensity(country: str | None) -> tuple[float, str]:
     return rate.kgs_per_kWh * 1000.0, f"{name} ({country}), codecarbon's energy mix"
 
 
-def _codecarbon_start(tracking_mode: str, intensity, params: dict):
-    """A started OfflineEmissionsTracker writing no file, or None without codecarbon."""
+def _codecarbon_start(tracking_mode: str, intensity, params: dict, quiet):
+    """A started OfflineEmissionsTracker writing no file, or None without codecarbon. Its
+    logger stays at ERROR until ``quiet`` (an ExitStack) closes, after the tracker stops."""
     if not _codecarbon_installed():
         return None
     from codecarbon import OfflineEmissionsTracker
@@ -430,9 +437,9 @@ def _codecarbon_start(tracking_mode: str, intensity, params: dict):
         "force_carbon_intensity_g_co2e_kwh": intensity if intensity is not None else 0.0,
         **params,
     }
-    with _quiet_codecarbon():
-        tracker = OfflineEmissionsTracker(**settings)
-        tracker.start()
+    quiet.enter_context(_quiet_codecarbon())
+    tracker = OfflineEmissionsTracker(**settings)
+    tracker.start()
     return tracker
 
 

@@ -95,8 +95,9 @@ def test_no_files_and_no_log_lines(codecarbon, tmp_path, monkeypatch, capfd):
     monkeypatch.chdir(tmp_path)
     logger = logging.getLogger("codecarbon")
     level = logger.level
-    with footprint(codecarbon_params=KNOWN_POWER):
-        time.sleep(0.05)
+    # codecarbon also logs each periodic measurement, from its own thread
+    with footprint(codecarbon_params={**KNOWN_POWER, "measure_power_secs": 0.1}):
+        time.sleep(0.5)
     assert list(tmp_path.iterdir()) == []  # no emissions.csv in the working folder
     captured = capfd.readouterr()
     assert "codecarbon" not in captured.err + captured.out
