@@ -54,8 +54,8 @@ def trade_off(activations: dict, extraction: dict, finetune: dict | None) -> dic
             v_acc_how=extraction["v_acc_how"],
         ),
         _row(
-            f"of which: the forward pass, {activations['n_images']} images{reread} "
-            "(cached: every later extraction fit reuses it)",
+            f"of which: the forward pass, {activations['n_images']} training and test "
+            f"images{reread} (cached: every later extraction fit reuses it)",
             None,
             None,
             extraction["forward_pass_footprint"],
