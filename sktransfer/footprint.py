@@ -175,8 +175,8 @@ def footprint(
     codecarbon_params : dict or None, default=None
         More keyword arguments for ``codecarbon.OfflineEmissionsTracker``, for example
         ``{"force_cpu_power": 95}`` (the CPU's TDP in W, when codecarbon's table lacks the
-        model) or ``{"output_methods": [OutputMethod.CSV], "output_dir": "runs"}`` to keep
-        its CSV file.
+        model) or ``{"output_methods": [codecarbon.OutputMethod.CSV], "output_dir": "runs"}``
+        to keep its CSV file.
 
     Yields
     ------
