@@ -403,7 +403,7 @@ def _codecarbon_intensity(country: str | None) -> tuple[float, str]:
     source = DataSource()
     if country is None:
         world = source.get_carbon_intensity_per_source_data()["world_average"]
-        return float(world), "world average of codecarbon's table (set country=)"
+        return float(world), "world average of codecarbon's table"
     mixes = source.get_global_energy_mix_data()
     if country not in mixes:
         import difflib
