@@ -62,3 +62,7 @@ from .extract_job import ExtractJobError, extract_features  # noqa: E402
 from .parallel_predict import parallel_predict  # noqa: E402
 
 __all__ += ["ExtractJobError", "extract_features", "parallel_predict"]
+
+from .footprint import FootprintCallback, footprint  # noqa: E402
+
+__all__ += ["FootprintCallback", "footprint"]

@@ -67,6 +67,8 @@ def report(args) -> int:
             finetune=not args.no_finetune,
             n_jobs=args.n_jobs,
             verbose=0 if args.quiet else 1,
+            country=args.country,
+            carbon_intensity=args.carbon_intensity,
         )
     except KeyboardInterrupt:
         print("sktransfer report: interrupted.", file=sys.stderr)
@@ -122,6 +124,15 @@ def _add_report_parser(commands) -> None:
     )
     parser.add_argument("--no-finetune", action="store_true", help="skip the fine-tuning stage")
     parser.add_argument("--n-jobs", type=int, default=None, help="threads (default: all cores)")
+    parser.add_argument(
+        "--country", default=None, help="ISO alpha-3 code of the grid, for CO2 (e.g. FRA)"
+    )
+    parser.add_argument(
+        "--carbon-intensity",
+        type=float,
+        default=None,
+        help="the grid's g CO2e/kWh, for CO2 (default: the world average)",
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress output")
     parser.add_argument("--traceback", action="store_true", help="show tracebacks of errors")
 

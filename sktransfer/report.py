@@ -14,6 +14,9 @@ costs, and the code of the winning pipeline. Stages, in order of cost:
 5. t-SNE of a shallow and a deep layer;
 6. fine-tuning: :class:`sktransfer.FineTuneClassifier` training the top 3 blocks for a few
    epochs, sized (epochs, resolution) to what is left of the budget, or skipped;
+   the forward pass, the classifier fits and the fine-tuning fit are measured with
+   :func:`sktransfer.footprint.footprint` (energy, average power, CO2) for the lecture's
+   trade-off table;
 7. the report: Markdown, self-contained HTML (PNG plots inlined), JSON of every number, and
    the recommended pipeline as a runnable Python file.
 
@@ -40,6 +43,7 @@ from pathlib import Path
 import numpy as np
 
 from .report_data import DataError, ReportData, _subsample, load_report_data
+from .report_tradeoff import extraction_trade_off, trade_off, trade_off_blocks
 
 __all__ = ["DataError", "build_report"]
 
@@ -121,6 +125,8 @@ def build_report(
     n_jobs=None,
     verbose=1,
     random_state=0,
+    country=None,
+    carbon_intensity=None,
 ) -> dict:
     """Run every stage and write ``report.md``, ``report.html``, ``report.json`` and
     ``recommended_pipeline.py`` into ``out``.
@@ -148,6 +154,11 @@ def build_report(
     verbose : int, default=1
         Stage lines and progress bars on stderr.
     random_state : int, default=0
+    country : str or None
+        ISO 3166 alpha-3 code of the grid powering the machine, for the CO2 column.
+    carbon_intensity : float or None
+        The grid's g CO2e/kWh instead (neither: the world average). See
+        :func:`sktransfer.footprint.footprint`.
 
     Returns
     -------
@@ -167,8 +178,11 @@ def build_report(
     >>> results["recommendation"]["approach"]
     'feature extraction'
     """
+    from .footprint import footprint, resolve_grid
     from .frozen import default_cache_dir
 
+    grid = dict(country=country, carbon_intensity=carbon_intensity)
+    resolve_grid(**grid)  # a bad setting fails now, not after the forward pass
     budget = Budget(float(budget_minutes) * 60)
     progress = Progress(budget, verbose)
     out = Path(out)
@@ -187,7 +201,10 @@ def build_report(
     if weights is None:
         extractor_params["random_state"] = random_state
 
-    with progress.stage("activations", "one forward pass tapping every block (cached on disk)"):
+    with (
+        progress.stage("activations", "one forward pass tapping every block (cached on disk)"),
+        footprint(**grid) as pass_footprint,
+    ):
         (features, probabilities), extraction = _activations(
             dataset, backbone, extractor_params, budget, progress, memory
         )
@@ -195,7 +212,10 @@ def build_report(
     train = {layer: X[:n_train] for layer, X in features.items()}
     test = {layer: X[n_train:] for layer, X in features.items()}
 
-    with progress.stage("scores", "LogME, H-score, LEEP and a 3-fold linear probe per layer"):
+    with (
+        progress.stage("scores", "LogME, H-score, LEEP and a 3-fold linear probe per layer"),
+        footprint(**grid) as scores_footprint,
+    ):
         table = memory.cache(_score_table)(
             train, dataset.y_train, probabilities[:n_train] if probabilities is not None else None
         )
@@ -203,7 +223,10 @@ def build_report(
     best_layer = str(table.sort_values(key, ascending=False, kind="stable")["layer"].iloc[0])
     progress.say(f"best layer by {key}: {best_layer}")
 
-    with progress.stage("feature extraction", f"logistic regression on {best_layer}"):
+    with (
+        progress.stage("feature extraction", f"logistic regression on {best_layer}"),
+        footprint(**grid) as fits_footprint,
+    ):
         layer_tests = memory.cache(_held_out_by_layer)(train, dataset.y_train, test, dataset.y_test)
         chosen = layer_tests[best_layer]
         extraction_result = {
@@ -214,6 +237,15 @@ def build_report(
             "classifier_fit_seconds": chosen["fit_seconds"],
             "predictions": chosen["predictions"],
         }
+    extraction_result.update(
+        extraction_trade_off(
+            table,
+            best_layer,
+            _probe_folds(dataset.y_train),
+            pass_footprint,
+            scores_footprint + fits_footprint,
+        )
+    )
     progress.say(f"held-out accuracy {chosen['accuracy']:.3f}")
 
     tsne_estimate = 3 + 0.05 * min(len(dataset.y_train) + len(dataset.y_test), TSNE_SAMPLES)
@@ -221,7 +253,14 @@ def build_report(
         finetune_result = None
         if finetune:
             finetune_result = _finetune(
-                dataset, backbone, weights, n_jobs, budget, progress, reserve=tsne_estimate
+                dataset,
+                backbone,
+                weights,
+                n_jobs,
+                budget,
+                progress,
+                reserve=tsne_estimate,
+                grid=grid,
             )
         else:
             budget.notes.append("Fine-tuning skipped: turned off (--no-finetune).")
@@ -268,6 +307,7 @@ def build_report(
             "layers": _records(table, layer_tests),
             "feature_extraction": _strip(extraction_result),
             "fine_tuning": _strip(finetune_result) if finetune_result else None,
+            "trade_off": trade_off(extraction, extraction_result, finetune_result),
             "recommendation": recommendation,
             "confusion_matrix": _confusion(dataset.y_test, predictions, dataset.classes),
             "tsne_layers": [shallow, deep] if "tsne" in plots else None,
@@ -445,10 +485,15 @@ def _concat(a, b):
     return np.array([*a, *b], dtype=object if not isinstance(a[0], str) else str)
 
 
+def _probe_folds(y) -> int:
+    """Folds of the linear probe: 3, fewer when a class has fewer images."""
+    return int(min(3, np.unique(y, return_counts=True)[1].min()))
+
+
 def _score_table(train, y, probabilities):
     from .analysis import rank_layers
 
-    cv = int(min(3, np.unique(y, return_counts=True)[1].min()))
+    cv = _probe_folds(y)
     scores = ["logme", "h_score"] + (["leep"] if probabilities is not None else [])
     return rank_layers(
         train, y, scores=scores, source_probabilities=probabilities, probe=True, cv=cv
@@ -523,9 +568,10 @@ def _forward_seconds(backbone, weights, image_size: int) -> tuple[float, int]:
 
 
 def _finetune(
-    dataset: ReportData, backbone, weights, n_jobs, budget: Budget, progress, reserve=0.0
+    dataset: ReportData, backbone, weights, n_jobs, budget: Budget, progress, reserve=0.0, grid=None
 ) -> dict | None:
     from .finetune import FineTuneClassifier
+    from .footprint import footprint
 
     n_train, n_test = len(dataset.y_train), len(dataset.y_test)
     smallest = _smallest_side(dataset.X_train)
@@ -578,9 +624,9 @@ def _finetune(
     default_threads = torch.get_num_threads()
     torch.set_num_threads(threads)  # the faster setting measured above; restored below
     try:
-        start = time.perf_counter()
-        model.fit(dataset.X_train, dataset.y_train)
-        fit_seconds = time.perf_counter() - start
+        with footprint(**(grid or {})) as fit_footprint:
+            model.fit(dataset.X_train, dataset.y_train)
+        fit_seconds = fit_footprint.seconds
         predictions = model.predict(dataset.X_test)
     finally:
         torch.set_num_threads(default_threads)
@@ -594,6 +640,8 @@ def _finetune(
         "trainable_params": int(model.n_trainable_params_),
         "total_params": int(model.n_params_),
         "predictions": predictions,
+        "footprint": fit_footprint.to_dict(),
+        "n_exp": 1,  # one fit, no search
     }
 
 
@@ -901,38 +949,7 @@ def _blocks(r: dict, code: str) -> list[tuple]:
         blocks.append(("h2", "t-SNE of a shallow and a deep layer"))
         blocks.append(("img", "tsne", f"t-SNE of {r['tsne_layers'][0]} and {r['tsne_layers'][1]}"))
     blocks.append(("h2", "Feature extraction against light fine-tuning"))
-    fe, ft = r["feature_extraction"], r["fine_tuning"]
-    rows = [
-        [
-            f"feature extraction ({fe['layer']}) + logistic regression",
-            fe["accuracy"],
-            f"{fe['fit_seconds']:.1f}",
-            "-",
-        ]
-    ]
-    if ft:
-        detail = (
-            f"top 3 blocks, {ft['epochs']} epoch(s)"
-            if ft["params"]["train_layers"] == 3
-            else "all layers"
-        )
-        rows.append(
-            [
-                f"fine-tuning ({detail}, {ft['params']['image_size'] or 'native'} px)",
-                ft["accuracy"],
-                f"{ft['fit_seconds']:.1f}",
-                f"{ft['trainable_params']:,} of {ft['total_params']:,}",
-            ]
-        )
-    blocks.append(("table", ["approach", "test accuracy", "fit time (s)", "trained params"], rows))
-    blocks.append(
-        (
-            "p",
-            "Feature extraction's fit time is the forward pass over the training images at "
-            "the per-image cost measured without the cache, plus the classifier's fit (on a "
-            "rerun the pass itself is read from the cache).",
-        )
-    )
+    blocks += trade_off_blocks(r["trade_off"])
     blocks.append(("img", "comparison", "Accuracy and fit time"))
     blocks.append(("h2", "Confusion matrix of the recommended model (test images)"))
     blocks.append(("img", "confusion", "Confusion matrix"))
@@ -1022,7 +1039,7 @@ def _html(blocks, plots: dict) -> str:
         "body{font-family:system-ui,sans-serif;max-width:960px;margin:2em auto;padding:0 1em;"
         "line-height:1.45}table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid "
         "#ccc;padding:.25em .6em;text-align:right}th{background:#f3f3f3}td:first-child{"
-        "text-align:left}img{max-width:100%}pre{background:#f6f8fa;padding:1em;overflow:auto}"
+        "text-align:left}td:not(:first-child){white-space:nowrap}img{max-width:100%}pre{background:#f6f8fa;padding:1em;overflow:auto}"
     )
     return (
         "<!DOCTYPE html>\n<html><head><meta charset='utf-8'><title>sktransfer report</title>"

@@ -19,6 +19,7 @@ FLOW = [
     "sktransfer._version",
     "sktransfer.devices",
     "sktransfer.progress",
+    "sktransfer.footprint",
     "sktransfer.decoding",
     "sktransfer.images",
     "sktransfer.backbones",
@@ -50,6 +51,7 @@ FLOW = [
     "sktransfer.pruning",
     "sktransfer.lottery",
     "sktransfer.report_data",
+    "sktransfer.report_tradeoff",
     "sktransfer.report",
     "sktransfer",
     "sktransfer.__main__",  # the command line: the package's user
