@@ -302,8 +302,7 @@ def make_full_network_embedding(
         "conv": the paper's definition, every convolutional and hidden fully connected layer
         (:func:`full_network_layers`; 52 layers, 17,056 features for MobileNetV2). "blocks":
         one tap per block (:func:`sktransfer.block_layers`; 19 layers, 2,816 features),
-        cheaper and, on Caltech-101, about as accurate (see
-        benchmarks/results/decaf_caltech101.md).
+        six times fewer features (benchmarks/decaf_caltech101.py compares the two).
     weights : str, default="DEFAULT"
     **extractor_params
         Other :class:`~sktransfer.DeepFeatureExtractor` parameters.
