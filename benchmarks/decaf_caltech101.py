@@ -35,9 +35,11 @@ from sklearn.metrics import balanced_accuracy_score
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import Normalizer, StandardScaler
 from sklearn.svm import LinearSVC
+from torchvision.models.feature_extraction import get_graph_node_names
 
 from benchmarks._common import RESULTS, Timer, header, markdown_table, require_data
 from sktransfer import DeepFeatureExtractor, TernaryDiscretizer, block_layers, load_image_folder
+from sktransfer.backbones import load_backbone
 from sktransfer.postprocessing import FullNetworkScaler, full_network_layers
 
 SAVED = RESULTS.parent / ".cache" / "decaf"
@@ -89,13 +91,17 @@ def main(argv=None):
     subset = "" if args.classes is None else f"-{args.classes}classes"
     blocks = block_layers("mobilenet_v2")
     convolutions = full_network_layers("mobilenet_v2")
+    # A conv tap whose output is a block's (a block without a residual sum) is read from the
+    # block's columns: the extractor keeps one name per graph node.
+    aliases = same_output_as(convolutions, blocks)
     extracted, seconds_by_engine = {}, {}
     SAVED.mkdir(parents=True, exist_ok=True)
     for engine in args.engines:
         saved = SAVED / f"{engine}{subset}"
         extractor = DeepFeatureExtractor(
             "mobilenet_v2",
-            layers=list(dict.fromkeys(blocks + convolutions + ["classifier.0"])),
+            layers=list(dict.fromkeys(blocks + [aliases.get(c, c) for c in convolutions]))
+            + ["classifier.0"],
             pooling="avgmax",
             engine=engine,
             cache=None,
@@ -139,7 +145,9 @@ def main(argv=None):
         "features.18 (last conv, 1280 ch), avg+max": lambda f: whole(f, "features.18"),
         "penultimate (classifier.0 = avg of features.18), 1280": lambda f: whole(f, "classifier.0"),
         "Full-Network Embedding, paper (52 conv layers, avg, standardised, ternary)": (
-            lambda f: np.concatenate([avg(f, layer) for layer in convolutions], axis=1)
+            lambda f: np.concatenate(
+                [avg(f, aliases.get(layer, layer)) for layer in convolutions], axis=1
+            )
         ),
         "Full-Network Embedding (19 blocks, avg, standardised, ternary)": lambda f: np.concatenate(
             [avg(f, b) for b in blocks], axis=1
@@ -250,6 +258,18 @@ def main(argv=None):
     (RESULTS / f"decaf_caltech101{subset}.md").write_text(text)
     print(text)
     return 0
+
+
+def same_output_as(names, others) -> dict[str, str]:
+    """``{name: other}`` for the names whose output tensor is one of ``others``' (the same
+    last graph node of MobileNetV2)."""
+    nodes = get_graph_node_names(load_backbone("mobilenet_v2", None).module.eval())[1]
+
+    def last_node(name):
+        return max(i for i, node in enumerate(nodes) if node == name or node.startswith(name + "."))
+
+    by_node = {last_node(other): other for other in others}
+    return {n: by_node[last_node(n)] for n in names if last_node(n) in by_node}
 
 
 def _count_flips(codes, reference) -> tuple[int, int]:
