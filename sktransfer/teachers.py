@@ -11,6 +11,7 @@ Torch teachers run through the frozen-forward seam, :mod:`sktransfer.frozen`.
 from __future__ import annotations
 
 import copy
+import math
 import warnings
 from dataclasses import dataclass
 
@@ -20,6 +21,7 @@ import torch.nn.functional as F
 from sklearn.base import clone, is_classifier
 from sklearn.frozen import FrozenEstimator
 from sklearn.pipeline import Pipeline
+from sklearn.utils import _safe_indexing
 from sklearn.utils.validation import check_is_fitted
 from torch import nn
 
@@ -27,6 +29,7 @@ from .backbones import Backbone, ToUnitFloat, _graph_nodes, load_backbone, penul
 from .distillation import probabilities_to_logits
 from .frozen import EngineWarning, FrozenNetwork, pooled_features, resolve_engine
 from .images import ImageInputs
+from .progress import progress_bar
 
 __all__ = [
     "TeacherOutputs",
@@ -193,10 +196,11 @@ def teacher_outputs(
                 f"{type(estimator).__name__} has neither; pass relation_weight=0 or use a "
                 "Pipeline or a torch teacher."
             )
-        features = np.asarray(estimator[:-1].transform(X), dtype=np.float32)
+        transform = estimator[:-1].transform
+        features = _answer(transform, X, len(inputs), batch_size, verbose).astype(np.float32)
         proba = estimator[-1].predict_proba(features)
     else:
-        proba = teacher.predict_proba(X)
+        proba = _answer(teacher.predict_proba, X, len(inputs), batch_size, verbose)
     proba = np.asarray(proba)
     classes = np.asarray(teacher.classes_)
     if proba.ndim != 2 or proba.shape != (len(inputs), len(classes)):
@@ -205,6 +209,21 @@ def teacher_outputs(
             f"({len(inputs)}, {len(classes)}) for {len(inputs)} samples and classes {classes}."
         )
     return TeacherOutputs(probabilities_to_logits(proba), classes, None, features)
+
+
+def _answer(method, X, n_samples: int, batch_size: int, verbose) -> np.ndarray:
+    """``method(X)`` for a scikit-learn teacher; with ``verbose``, in at most 20 chunks under a
+    progress bar, since a Pipeline teacher may take minutes over thousands of images."""
+    chunk = max(4 * batch_size, math.ceil(n_samples / 20))
+    if not verbose or n_samples <= chunk:
+        return np.asarray(method(X))
+    answers = []
+    with progress_bar(total=n_samples, desc="teacher answers", unit="sample") as bar:
+        for start in range(0, n_samples, chunk):
+            stop = min(start + chunk, n_samples)
+            answers.append(np.asarray(method(_safe_indexing(X, np.arange(start, stop)))))
+            bar.update(stop - start)
+    return np.concatenate(answers)
 
 
 def _torch_outputs(

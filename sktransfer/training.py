@@ -85,8 +85,6 @@ from skorch.callbacks import (
     EarlyStopping,
     EpochTimer,
     PassthroughScoring,
-    PrintLog,
-    ProgressBar,
 )
 from skorch.exceptions import DeviceWarning as SkorchDeviceWarning
 from skorch.helper import predefined_split
@@ -98,6 +96,7 @@ from torchvision.transforms.v2 import functional as F
 from .backbones import ToUnitFloat
 from .devices import available_or_cpu, resolve_device, seed_from, seeded
 from .images import ImageInputs, check_images
+from .progress import PlainPrintLog, PlainProgressBar, training_header
 
 __all__ = [
     "NeuralClassifierBase",
@@ -398,7 +397,7 @@ class _Net(NeuralNetClassifier):
             ("train_loss", PassthroughScoring(name="train_loss", on_train=True)),
             ("valid_loss", PassthroughScoring(name="valid_loss")),
             ("valid_acc", _ValidAccuracy()),
-            ("print_log", PrintLog()),
+            ("print_log", PlainPrintLog()),
         ]
 
     def initialize(self):
@@ -534,7 +533,10 @@ class NeuralClassifierBase(ClassifierMixin, BaseEstimator):
     callbacks : list of skorch callbacks or (name, callback) pairs, or None
         Added to skorch's defaults (copied at ``fit``; the given objects are not changed).
     verbose : int, default=0
-        1 prints skorch's epoch table; 2 adds a per-batch progress bar.
+        1 prints a line naming the estimator (its non-default parameters, so that the
+        candidates of a grid search can be told apart) and skorch's epoch table; 2 adds a
+        per-batch progress bar. Colours and redrawn bars only on a terminal: plain lines in
+        logs, widgets in notebooks (:mod:`sktransfer.progress`).
     random_state : int, RandomState or None, default=None
         Seeds initialisation, splitting, shuffling, augmentation and dropout; runs on the CPU
         with the same seed are identical.
@@ -555,8 +557,21 @@ class NeuralClassifierBase(ClassifierMixin, BaseEstimator):
     n_params_ : int
         Parameters of the whole network (each shared tensor once).
     device_ : torch.device
+    preprocessing_ : Preprocessing
+        How inputs are read (the backbone's preset, whether vectors are valid input).
+    input_kind_ : {"images", "vectors"}
+        What ``fit`` received; ``predict`` must receive the same kind.
     n_features_in_ : int
         Only for 2-D vector input.
+
+    Notes
+    -----
+    Ctrl-C (``KeyboardInterrupt``) during training stops it where it is (skorch's loop
+    catches it): ``fit`` returns ``self`` with a ``UserWarning`` saying after how many epochs,
+    and the estimator stays usable with the weights it had then (with ``early_stopping``, the
+    best epoch's weights are restored as after a normal end); ``history_`` holds the epochs
+    that ran. Early stopping itself is not reported as an interrupt. A Ctrl-C before training
+    starts (loading the backbone, a teacher's query) propagates as usual.
     """
 
     _parameter_constraints: dict = {
@@ -720,6 +735,8 @@ class NeuralClassifierBase(ClassifierMixin, BaseEstimator):
             )
         with seeded(self._seed_):
             train, valid = self._split(dataset)
+        if self.verbose:  # names the candidate above its table (grid searches print many)
+            print(training_header(self, len(train), None if valid is None else len(valid)))
         net.train_split = predefined_split(valid) if valid is not None else None
         net.max_epochs = max_epochs or self.max_epochs
         net.initialize_optimizer()  # the trainable set may have changed since the last call
@@ -811,7 +828,7 @@ class NeuralClassifierBase(ClassifierMixin, BaseEstimator):
             )
             callbacks.append(("early_stopping", stopper))
         if self.verbose >= 2:
-            callbacks.append(("progress_bar", ProgressBar()))
+            callbacks.append(("progress_bar", PlainProgressBar()))
         for index, callback in enumerate(copy.deepcopy(self.callbacks or [])):
             if isinstance(callback, tuple):
                 callbacks.append(callback)
