@@ -111,6 +111,12 @@ def main(argv=None):
             extracted[engine] = np.load(saved.with_suffix(".npy"))
             seconds_by_engine[engine] = json.loads(saved.with_suffix(".json").read_text())["s"]
             extractor.fit(paths[:1])  # for layer_slices_
+            if extracted[engine].shape != (len(paths), extractor.n_features_out_):
+                sys.exit(
+                    f"{saved.with_suffix('.npy')} holds {extracted[engine].shape} features; this "
+                    f"run's layers give ({len(paths)}, {extractor.n_features_out_}). It was saved "
+                    "with other layers: run once without --reuse."
+                )
             continue
         with Timer() as extraction:
             extracted[engine] = extractor.fit_transform(paths)
