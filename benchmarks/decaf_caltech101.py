@@ -3,7 +3,10 @@
 Protocol (Donahue et al. 2014): 30 random training images per class (BACKGROUND_Google
 excluded), up to 50 test images per class from the rest, several random draws, mean +- std
 of the mean per-class accuracy. Every image goes through the network once, recording every
-block (one pass); each row then takes its layers' columns.
+block and every convolutional layer (one pass); each row then takes its layers' columns.
+The Full-Network Embedding has two rows: the paper's (every convolutional layer, 52) and one
+tap per block (19), both standardised with the authors' rule for features constant in
+training (``FullNetworkScaler``) and discretised.
 
 With several ``--engines`` the images are extracted once per engine (timed), the features
 compared, and every row is fitted on each engine's features (same splits), so that a faster
@@ -13,6 +16,8 @@ The extracted features are saved under ``benchmarks/.cache/decaf`` (with their e
 times); ``--reuse`` fits the classifiers on them again without extracting.
 
 Run: PYTHONPATH=. python benchmarks/decaf_caltech101.py [--draws 3] [--engines torch onnxruntime]
+Smoke run on K random classes (results and saved features under their own names, so the
+full run's are never overwritten): ... --classes 3 --draws 1 --engines torch
 """
 
 from __future__ import annotations
@@ -30,9 +35,12 @@ from sklearn.metrics import balanced_accuracy_score
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import Normalizer, StandardScaler
 from sklearn.svm import LinearSVC
+from torchvision.models.feature_extraction import get_graph_node_names
 
 from benchmarks._common import RESULTS, Timer, header, markdown_table, require_data
 from sktransfer import DeepFeatureExtractor, TernaryDiscretizer, block_layers, load_image_folder
+from sktransfer.backbones import load_backbone
+from sktransfer.postprocessing import FullNetworkScaler, full_network_layers
 
 SAVED = RESULTS.parent / ".cache" / "decaf"
 MAX_ITER = 5000
@@ -67,38 +75,57 @@ def main(argv=None):
     parser.add_argument("--draws", type=int, default=3)
     parser.add_argument("--engines", nargs="+", default=["torch", "onnxruntime"])
     parser.add_argument("--reuse", action="store_true", help="fit on the saved features")
+    parser.add_argument(
+        "--classes", type=int, default=None, help="only K random classes (a smoke run)"
+    )
     args = parser.parse_args(argv)
     load_before = os.getloadavg()[0]
 
     root = require_data("caltech101")
     paths, labels = load_image_folder(root)
     keep = labels != "BACKGROUND_Google"
+    if args.classes is not None:  # a smoke run: K classes drawn with their own seed
+        chosen = np.random.default_rng(1).choice(np.unique(labels[keep]), args.classes, False)
+        keep &= np.isin(labels, chosen)
     paths, labels = paths[keep], labels[keep]
+    subset = "" if args.classes is None else f"-{args.classes}classes"
     blocks = block_layers("mobilenet_v2")
+    convolutions = full_network_layers("mobilenet_v2")
+    # A conv tap whose output is a block's (a block without a residual sum) is read from the
+    # block's columns: the extractor keeps one name per graph node.
+    aliases = same_output_as(convolutions, blocks)
     extracted, seconds_by_engine = {}, {}
     SAVED.mkdir(parents=True, exist_ok=True)
     for engine in args.engines:
+        saved = SAVED / f"{engine}{subset}"
         extractor = DeepFeatureExtractor(
             "mobilenet_v2",
-            layers=blocks + ["classifier.0"],
+            layers=list(dict.fromkeys(blocks + [aliases.get(c, c) for c in convolutions]))
+            + ["classifier.0"],
             pooling="avgmax",
             engine=engine,
             cache=None,
             verbose=1,
         )
         if args.reuse:
-            extracted[engine] = np.load(SAVED / f"{engine}.npy")
-            seconds_by_engine[engine] = json.loads((SAVED / f"{engine}.json").read_text())["s"]
+            extracted[engine] = np.load(saved.with_suffix(".npy"))
+            seconds_by_engine[engine] = json.loads(saved.with_suffix(".json").read_text())["s"]
             extractor.fit(paths[:1])  # for layer_slices_
+            if extracted[engine].shape != (len(paths), extractor.n_features_out_):
+                sys.exit(
+                    f"{saved.with_suffix('.npy')} holds {extracted[engine].shape} features; this "
+                    f"run's layers give ({len(paths)}, {extractor.n_features_out_}). It was saved "
+                    "with other layers: run once without --reuse."
+                )
             continue
         with Timer() as extraction:
             extracted[engine] = extractor.fit_transform(paths)
         seconds_by_engine[engine] = extraction.seconds
-        np.save(SAVED / f"{engine}.npy", extracted[engine])
-        (SAVED / f"{engine}.json").write_text(json.dumps({"s": extraction.seconds}))
+        np.save(saved.with_suffix(".npy"), extracted[engine])
+        saved.with_suffix(".json").write_text(json.dumps({"s": extraction.seconds}))
         print(f"{engine}: {extraction.seconds:.0f} s", flush=True)
     load_after_extraction = os.getloadavg()[0]
-    loads = SAVED / "load.json"
+    loads = SAVED / f"load{subset}.json"
     if args.reuse and loads.exists():  # the extraction run's
         load_before, load_after_extraction = json.loads(loads.read_text())
     elif not args.reuse:
@@ -123,6 +150,11 @@ def main(argv=None):
         "features.17 (last inverted-residual block, 320 ch), avg": lambda f: avg(f, "features.17"),
         "features.18 (last conv, 1280 ch), avg+max": lambda f: whole(f, "features.18"),
         "penultimate (classifier.0 = avg of features.18), 1280": lambda f: whole(f, "classifier.0"),
+        "Full-Network Embedding, paper (52 conv layers, avg, standardised, ternary)": (
+            lambda f: np.concatenate(
+                [avg(f, aliases.get(layer, layer)) for layer in convolutions], axis=1
+            )
+        ),
         "Full-Network Embedding (19 blocks, avg, standardised, ternary)": lambda f: np.concatenate(
             [avg(f, b) for b in blocks], axis=1
         ),
@@ -130,7 +162,7 @@ def main(argv=None):
     rng = np.random.default_rng(0)
     splits = [draw_split(labels, rng) for _ in range(args.draws)]
     smallest_test = min(np.unique(labels[test], return_counts=True)[1].min() for _, test in splits)
-    results, fne_codes = [], {}  # engine -> the ternary codes of every draw
+    results, fne_codes = [], {}  # FNE row -> engine -> the ternary codes of every draw
     for row, get in rows_spec.items():
         fne = row.startswith("Full-Network")
         for clf_name, make in classifiers().items():
@@ -141,7 +173,7 @@ def main(argv=None):
                 scores, seconds, codes, predicted = [], 0.0, [], []
                 for train, test in splits:
                     if fne:  # standardise with training statistics, then discretise
-                        scaler = StandardScaler().fit(X[train])
+                        scaler = FullNetworkScaler().fit(X[train])
                         ternary = TernaryDiscretizer()
                         X_train = ternary.fit_transform(scaler.transform(X[train]))
                         X_test = ternary.transform(scaler.transform(X[test]))
@@ -158,7 +190,7 @@ def main(argv=None):
                 per_draw[engine] = np.array(scores)
                 predictions[engine] = np.concatenate(predicted)
                 if fne:
-                    fne_codes[engine] = codes
+                    fne_codes.setdefault(row, {})[engine] = codes
                 mean, std = 100 * np.mean(scores), 100 * np.std(scores)
                 print(f"{row} | {clf_name} | {engine}: {mean:.2f} +- {std:.2f}", flush=True)
                 result.setdefault("dims", X.shape[1])
@@ -177,6 +209,8 @@ def main(argv=None):
     command = "PYTHONPATH=. python benchmarks/decaf_caltech101.py --draws {} --engines {}".format(
         args.draws, " ".join(args.engines)
     )
+    if args.classes is not None:
+        command += f" --classes {args.classes}"
     if args.reuse:
         command += " --reuse"
     text = header("DeCAF on Caltech-101 with MobileNetV2 (ImageNet V1 weights)", command)
@@ -196,7 +230,9 @@ def main(argv=None):
         f"excluded); {args.draws} random draws of 30 training / up to 50 test images per class "
         "(seed 0).\n"
         f"- Extraction: one pass over all {len(paths)} JPEGs per engine, recording {len(blocks)} "
-        f"blocks + the penultimate layer (avg and max pooled): {timing}. Load average (1 min) "
+        f"blocks, {len(convolutions)} convolutional layers ({len(aliases)} of them a block's "
+        "output) and the penultimate layer (avg and max pooled): "
+        f"{timing}. Load average (1 min) "
         f"{load_before:.1f} before and {load_after_extraction:.1f} after the extraction, on 2 "
         "cores; the ratio of the times is what compares.\n"
         "- Metric: mean per-class accuracy (balanced accuracy), mean +- std over draws.\n"
@@ -215,20 +251,33 @@ def main(argv=None):
     columns += ["fits not converged"]
     columns += ["fit time per draw (s)"]
     text += markdown_table(results, columns)
-    for engine in list(fne_codes)[1:]:
-        changed, total = _count_flips(fne_codes[engine], fne_codes[args.engines[0]])
-        text += (
-            f"\nFull-Network Embedding: {changed} of {total:,} ternary codes (all draws, train "
-            f"and test) differ between {args.engines[0]} and {engine}.\n"
-        )
+    for row, by_engine in fne_codes.items():
+        for engine in list(by_engine)[1:]:
+            changed, total = _count_flips(by_engine[engine], by_engine[args.engines[0]])
+            text += (
+                f"\n{row}: {changed} of {total:,} ternary codes (all draws, train and test) "
+                f"differ between {args.engines[0]} and {engine}.\n"
+            )
     verdict = "beats" if best["_mean"] > 86.91 else "does NOT beat"
     text += (
         f"\nBest row: {best['features']} + {best['classifier']}, {best['_mean']:.2f} %, which "
         f"{verdict} DeCAF's best (86.91 +- 0.7).\n"
     )
-    (RESULTS / "decaf_caltech101.md").write_text(text)
+    (RESULTS / f"decaf_caltech101{subset}.md").write_text(text)
     print(text)
     return 0
+
+
+def same_output_as(names, others) -> dict[str, str]:
+    """``{name: other}`` for the names whose output tensor is one of ``others``' (the same
+    last graph node of MobileNetV2)."""
+    nodes = get_graph_node_names(load_backbone("mobilenet_v2", None).module.eval())[1]
+
+    def last_node(name):
+        return max(i for i, node in enumerate(nodes) if node == name or node.startswith(name + "."))
+
+    by_node = {last_node(other): other for other in others}
+    return {n: by_node[last_node(n)] for n in names if last_node(n) in by_node}
 
 
 def _count_flips(codes, reference) -> tuple[int, int]:

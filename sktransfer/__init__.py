@@ -21,7 +21,13 @@ from .finetune import FineTuneClassifier
 from .frozen import DiskCache, EngineWarning, MemoryCache, clear_cache
 from .images import check_images, load_image_folder
 from .lottery import PrunedClassifier, plot_lottery
-from .postprocessing import LayerwiseNormalizer, TernaryDiscretizer, make_full_network_embedding
+from .postprocessing import (
+    FullNetworkScaler,
+    LayerwiseNormalizer,
+    TernaryDiscretizer,
+    full_network_layers,
+    make_full_network_embedding,
+)
 from .report import build_report
 
 __all__ = [
@@ -30,6 +36,8 @@ __all__ = [
     "FineTuneClassifier",
     "LayerwiseNormalizer",
     "TernaryDiscretizer",
+    "FullNetworkScaler",
+    "full_network_layers",
     "block_layers",
     "check_images",
     "list_backbones",

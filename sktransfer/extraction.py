@@ -100,10 +100,12 @@ class DeepFeatureExtractor(TransformerMixin, BaseEstimator):
     layer_candidates : list of str or None, default=None
         Only with ``layers="auto"``: the layers to choose from. None: the network's blocks
         (:func:`sktransfer.block_layers`).
-    layer_score : {"logme", "h_score", "h_score_shrunk", "linear_probe"}, default="logme"
-        Only with ``layers="auto"``: how candidates are rated (higher is better), by
-        :func:`sktransfer.analysis.logme_score`, :func:`~sktransfer.analysis.h_score` (plain
-        or Ledoit-Wolf shrunk) or a 3-fold :func:`~sktransfer.analysis.linear_probe_score`.
+    layer_score : str, default="logme"
+        Only with ``layers="auto"``: how candidates are rated (higher is better), one of
+        :data:`sktransfer.transferability.LAYER_SCORES`: ``"logme"``, ``"h_score"``,
+        ``"h_score_shrunk"``, ``"nleep"``, ``"transrate"``, ``"gbc"``, ``"sfda"`` or
+        ``"linear_probe"`` (a 3-fold cross-validated logistic regression, the ground truth
+        the others estimate; see ``docs/analysis.md`` for how well each ranks layers).
     verbose : int, default=0
         Show a progress bar while extracting.
     random_state : int or None, default=None

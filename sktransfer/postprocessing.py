@@ -3,7 +3,9 @@
 Plain L2 normalisation and standardisation are scikit-learn's ``Normalizer`` and
 ``StandardScaler``. Added here: L2 normalisation of each layer's block separately (layers'
 scales differ by orders of magnitude, so one layer would dominate a global norm) and the
-Full-Network Embedding's ternary discretisation (Garcia-Gasulla et al., 2018).
+Full-Network Embedding (Garcia-Gasulla et al., 2018): its standardisation, where a feature
+constant on the training data is 0 everywhere, its ternary discretisation, and the layers it
+taps (every convolutional and hidden fully connected layer, or every block).
 """
 
 from __future__ import annotations
@@ -11,13 +13,21 @@ from __future__ import annotations
 from numbers import Integral, Real
 
 import numpy as np
+from scipy import sparse
 from sklearn.base import BaseEstimator, OneToOneFeatureMixin, TransformerMixin, _fit_context
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.utils._param_validation import Interval
 from sklearn.utils.validation import check_is_fitted, validate_data
+from torch import nn
 
-__all__ = ["LayerwiseNormalizer", "TernaryDiscretizer", "make_full_network_embedding"]
+__all__ = [
+    "FullNetworkScaler",
+    "LayerwiseNormalizer",
+    "TernaryDiscretizer",
+    "full_network_layers",
+    "make_full_network_embedding",
+]
 
 
 class LayerwiseNormalizer(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
@@ -157,11 +167,145 @@ class TernaryDiscretizer(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         return tags
 
 
-def make_full_network_embedding(backbone="mobilenet_v2", *, weights="DEFAULT", **extractor_params):
-    """The Full-Network Embedding: every conv block pooled, standardised, discretised.
+class FullNetworkScaler(StandardScaler):
+    """Standardise with the training mean and deviation; a feature constant on the training
+    data is 0 on every row.
 
-    Returns a Pipeline ``DeepFeatureExtractor(layers=<every block>, pooling="avg")`` ->
-    ``StandardScaler`` -> ``TernaryDiscretizer``; put a linear classifier after it.
+    The Full-Network Embedding's rule (Garcia-Gasulla et al., 2018, and the authors' code):
+    a zero training deviation means the feature carries no information, so it maps to 0 (its
+    ternary code is then 0) even where a test row differs. ``StandardScaler`` would return
+    ``x - mean`` there, and the discretiser would turn a tiny difference into -1 or 1.
+    Parameters and attributes as for :class:`sklearn.preprocessing.StandardScaler`.
+
+    Attributes
+    ----------
+    constant_features_ : ndarray of bool of shape (n_features_in_,)
+        The features whose training values are all equal.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sktransfer.postprocessing import FullNetworkScaler
+    >>> scaler = FullNetworkScaler().fit(np.array([[0.0, 5.0], [2.0, 5.0]]))
+    >>> scaler.transform(np.array([[2.0, 7.0]]))
+    array([[1., 0.]])
+    """
+
+    def partial_fit(self, X, y=None, sample_weight=None):
+        """Update the mean and deviation (StandardScaler) and which features are constant."""
+        if sparse.issparse(X):
+            raise TypeError(
+                "FullNetworkScaler needs dense features (it finds the constant ones); got a "
+                f"sparse {type(X).__name__}. Pass X.toarray()."
+            )
+        first = not hasattr(self, "n_samples_seen_")
+        super().partial_fit(X, y, sample_weight)
+        values = np.asarray(X, dtype=np.float64)
+        # fmin / fmax skip NaN (which StandardScaler also ignores) unless a column is all NaN.
+        low, high = np.fmin.reduce(values, axis=0), np.fmax.reduce(values, axis=0)
+        if not first:
+            low, high = np.minimum(low, self._low), np.maximum(high, self._high)
+        self._low, self._high = low, high
+        self.constant_features_ = low == high
+        return self
+
+    def transform(self, X, copy=None):
+        """Standardise; the features constant in training become 0."""
+        out = super().transform(X, copy=copy)
+        out[:, self.constant_features_] = 0
+        return out
+
+
+# Layers that rescale or gate a convolution's output without mixing channels: the
+# Full-Network Embedding taps a convolution after them. Activations count only inside an
+# nn.Sequential, where each child runs once, in order (a block's shared ReLU module may run
+# twice, its second call after the residual sum).
+_NORMALISATION = (nn.BatchNorm1d, nn.BatchNorm2d, nn.SyncBatchNorm, nn.GroupNorm, nn.LayerNorm)
+_ACTIVATION = (
+    nn.ReLU,
+    nn.ReLU6,
+    nn.SiLU,
+    nn.Hardswish,
+    nn.GELU,
+    nn.LeakyReLU,
+    nn.ELU,
+    nn.Hardtanh,
+    nn.Tanh,
+    nn.Sigmoid,
+    nn.Dropout,
+    nn.Identity,
+)
+
+
+def full_network_layers(backbone="mobilenet_v2", weights=None) -> list[str]:
+    """Every convolutional and hidden fully connected layer: the Full-Network Embedding's taps.
+
+    As Garcia-Gasulla et al. (2018) define it: the output of every ``nn.Conv2d`` and every
+    ``nn.Linear`` but the last (the source-task logits), each taken after the normalisation
+    that follows it and, inside an ``nn.Sequential`` unit, after its activation (VGG16: 13
+    convolutions and fc6, fc7; MobileNetV2: 52 convolutions). Compare
+    :func:`sktransfer.block_layers`, one tap per block.
+
+    Examples
+    --------
+    >>> from sktransfer.postprocessing import full_network_layers
+    >>> layers = full_network_layers("mobilenet_v2")
+    >>> len(layers), layers[:3]
+    (52, ['features.0', 'features.1.conv.0', 'features.1.conv.2'])
+    """
+    from .backbones import Backbone, load_backbone
+
+    bb = backbone if isinstance(backbone, Backbone) else load_backbone(backbone, weights)
+    modules = dict(bb.module.named_modules())
+    linear = [name for name, m in modules.items() if isinstance(m, nn.Linear)]
+    taps = [
+        _tap_after(modules, name)
+        for name, m in modules.items()
+        if isinstance(m, nn.Conv2d) or (isinstance(m, nn.Linear) and name != linear[-1])
+    ]
+    if not taps:
+        raise ValueError(
+            f"{type(bb.module).__name__} has no convolutional or hidden fully connected layer "
+            "to tap. Use block_layers or name the layers yourself."
+        )
+    return taps
+
+
+def _tap_after(modules: dict, name: str) -> str:
+    """The layer whose output is ``name``'s after its normalisation (and activation)."""
+    parent_name, _, own = name.rpartition(".")
+    parent = modules[parent_name]
+    children = list(parent.named_children())
+    position = [child for child, _ in children].index(own)
+    absorbable = _NORMALISATION + (_ACTIVATION if isinstance(parent, nn.Sequential) else ())
+    last = position
+    while last + 1 < len(children) and isinstance(children[last + 1][1], absorbable):
+        last += 1
+    if isinstance(parent, nn.Sequential) and position == 0 and last == len(children) - 1:
+        return parent_name  # a conv-norm-activation unit: its own name reads better
+    return f"{parent_name}.{children[last][0]}" if parent_name else children[last][0]
+
+
+def make_full_network_embedding(
+    backbone="mobilenet_v2", *, taps="blocks", weights="DEFAULT", **extractor_params
+):
+    """The Full-Network Embedding: many layers pooled, standardised, discretised.
+
+    Returns a Pipeline ``DeepFeatureExtractor(layers=<taps>, pooling="avg")`` ->
+    :class:`FullNetworkScaler` -> :class:`TernaryDiscretizer`; put a linear classifier after
+    it.
+
+    Parameters
+    ----------
+    backbone : str, default="mobilenet_v2"
+    taps : {"blocks", "conv"}, default="blocks"
+        "conv": the paper's definition, every convolutional and hidden fully connected layer
+        (:func:`full_network_layers`; 52 layers, 17,056 features for MobileNetV2). "blocks":
+        one tap per block (:func:`sktransfer.block_layers`; 19 layers, 2,816 features),
+        six times fewer features (benchmarks/decaf_caltech101.py compares the two).
+    weights : str, default="DEFAULT"
+    **extractor_params
+        Other :class:`~sktransfer.DeepFeatureExtractor` parameters.
 
     Examples
     --------
@@ -169,16 +313,21 @@ def make_full_network_embedding(backbone="mobilenet_v2", *, weights="DEFAULT", *
     >>> fne = make_full_network_embedding("mobilenet_v2", weights=None)
     >>> len(fne[0].layers)
     19
+    >>> len(make_full_network_embedding("mobilenet_v2", taps="conv", weights=None)[0].layers)
+    52
     """
     from .backbones import block_layers
     from .extraction import DeepFeatureExtractor
 
-    layers = block_layers(backbone, weights=None)
+    if taps not in ("blocks", "conv"):
+        raise ValueError(f"taps must be 'blocks' or 'conv'; got {taps!r}.")
+    pick = block_layers if taps == "blocks" else full_network_layers
+    layers = pick(backbone, weights=None)
     extractor = DeepFeatureExtractor(backbone, weights=weights, layers=layers, **extractor_params)
     return Pipeline(
         [
             ("features", extractor),
-            ("standardize", StandardScaler()),
+            ("standardize", FullNetworkScaler()),
             ("discretize", TernaryDiscretizer()),
         ]
     )

@@ -125,3 +125,78 @@ def test_cka_matrix_two_networks_and_rbf():
         cka_matrix(first, kernel="poly")
     with pytest.raises(ValueError, match="mapping"):
         cka_matrix([first["x"]])
+
+
+def kornblith_rbf_gram(X, threshold=1.0):
+    """Kornblith et al.'s bandwidth rule, re-derived: sigma^2 = threshold^2 x the median of
+    the full matrix of squared distances (computed from dot products, diagonal included)."""
+    dots = X @ X.T
+    norms = np.diag(dots)
+    squared = norms[:, None] + norms[None, :] - 2 * dots
+    return np.exp(-squared / (2 * threshold**2 * np.median(squared)))
+
+
+def unbiased_hsic(K, L):
+    """Song et al. (2012), eq. 5, written out: the unbiased HSIC estimator."""
+    n = K.shape[0]
+    K, L = K.copy(), L.copy()
+    np.fill_diagonal(K, 0)
+    np.fill_diagonal(L, 0)
+    ones = np.ones(n)
+    return (
+        np.trace(K @ L)
+        + (ones @ K @ ones) * (ones @ L @ ones) / ((n - 1) * (n - 2))
+        - 2 / (n - 2) * ones @ K @ L @ ones
+    ) / (n * (n - 3))
+
+
+def unbiased_cka(K, L):
+    return unbiased_hsic(K, L) / np.sqrt(unbiased_hsic(K, K) * unbiased_hsic(L, L))
+
+
+def test_default_rbf_bandwidth_is_kornblith_rule(pair):
+    X, Y = pair
+    expected = gram_cka(kornblith_rbf_gram(X), kornblith_rbf_gram(Y))
+    assert rbf_cka(X, Y) == pytest.approx(expected, abs=1e-10)
+    # The median of the distinct distances (the former default) is a different bandwidth.
+    distinct = np.sqrt(((X[:, None] - X[None]) ** 2).sum(-1))[np.triu_indices(60, 1)]
+    assert abs(rbf_cka(X, Y, sigma=np.median(distinct)) - expected) > 1e-4
+
+
+@pytest.mark.parametrize("n", [6, 40])
+def test_debiased_cka_is_the_unbiased_hsic_estimator(n):
+    rng = np.random.default_rng(n)
+    X = rng.normal(size=(n, 7)) + 3.0  # uncentred: the estimator does not need centring
+    Y = np.tanh(X[:, :4]) + 0.3 * rng.normal(size=(n, 4))
+    expected = unbiased_cka(X @ X.T, Y @ Y.T)
+    assert linear_cka(X, Y, debiased=True) == pytest.approx(expected, abs=1e-10)
+    assert gram_cka(X @ X.T, Y @ Y.T, debiased=True) == pytest.approx(expected, abs=1e-10)
+    rbf = unbiased_cka(kornblith_rbf_gram(X), kornblith_rbf_gram(Y))
+    assert rbf_cka(X, Y, debiased=True) == pytest.approx(rbf, abs=1e-10)
+    matrix = cka_matrix({"x": X}, {"y": Y}, debiased=True)
+    assert matrix.loc["x", "y"] == pytest.approx(expected, abs=1e-10)
+
+
+def test_debiased_cka_tends_to_the_biased_value_as_n_grows():
+    rng = np.random.default_rng(0)
+    mixing = rng.normal(size=(10, 6))
+    gaps = {"linear": [], "rbf": []}
+    for n in (25, 250, 2500):
+        X = rng.normal(size=(n, 10))
+        Y = X @ mixing + 2.0 * rng.normal(size=(n, 6))
+        gaps["linear"].append(linear_cka(X, Y) - linear_cka(X, Y, debiased=True))
+        if n <= 250:  # n x n kernels
+            gaps["rbf"].append(rbf_cka(X, Y) - rbf_cka(X, Y, debiased=True))
+    # The biased estimate is the larger one, and the gap shrinks roughly like 1 / n.
+    assert gaps["linear"][0] > gaps["linear"][1] > gaps["linear"][2] > 0
+    assert gaps["linear"][2] < 2e-3
+    assert gaps["rbf"][0] > gaps["rbf"][1] > 0
+
+
+def test_debiased_cka_of_unrelated_features_is_near_zero():
+    rng = np.random.default_rng(1)
+    X, Y = rng.normal(size=(2, 30, 50))
+    assert linear_cka(X, Y) > 0.5  # few samples per dimension: the biased value is high
+    assert abs(linear_cka(X, Y, debiased=True)) < 0.1
+    with pytest.raises(ValueError, match="at least 4 samples"):
+        linear_cka(X[:3], Y[:3], debiased=True)

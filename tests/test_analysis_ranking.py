@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from sktransfer.analysis import leep_score, logme_score, rank_layers
+from sktransfer.analysis import leep_score, logme_score, nce_score, rank_layers, sfda_score
 
 
 @pytest.fixture
@@ -52,12 +52,31 @@ def test_probe_column_and_backbones(task):
     assert best["layer"] in ("late", "b")
 
 
+def test_every_new_score_and_nce(task):
+    layers, y = task
+    theta = np.eye(4)[np.arange(30) % 4] * 0.7 + 0.075
+    table = rank_layers(
+        layers,
+        y,
+        scores=["sfda", "nleep", "transrate", "gbc", "h_score_shrunk", "nce"],
+        source_probabilities=theta,
+    )
+    assert table["layer"].iloc[0] == "late"
+    assert table.set_index("layer").loc["middle", "sfda"] == pytest.approx(
+        sfda_score(layers["middle"], y)
+    )
+    assert table["nce"].to_numpy() == pytest.approx(nce_score(np.arange(30) % 4, y))
+    assert {"nce_seconds", "gbc_seconds"} <= set(table.columns)
+
+
 def test_errors(task):
     layers, y = task
     with pytest.raises(ValueError, match="Unknown score"):
         rank_layers(layers, y, scores=["accuracy"])
     with pytest.raises(ValueError, match="source_probabilities"):
         rank_layers(layers, y, scores=["leep"])
+    with pytest.raises(ValueError, match=r"\['nce'\] need"):
+        rank_layers(layers, y, scores=["logme", "nce"])
     with pytest.raises(ValueError, match="mixes"):
         rank_layers({"a": layers, "b": layers["late"]}, y)
 

@@ -41,7 +41,9 @@ def data():
     return X, y
 
 
-@pytest.mark.parametrize("score", sorted(LAYER_SCORES))
+# TransRate does not re-centre the classes, so with two classes (whose centred means are
+# always collinear) a shift of the means leaves it unchanged: see transrate_score.
+@pytest.mark.parametrize("score", sorted(set(LAYER_SCORES) - {"transrate"}))
 def test_auto_picks_the_informative_layer(data, score):
     X, y = data
     for candidates in (["noise", "signal"], ["signal", "noise"]):

@@ -9,6 +9,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from ..transferability import LAYER_SCORES, SOURCE_SCORES
+
 __all__ = ["plot_cka_heatmap", "plot_layer_scores", "plot_tsne_pair"]
 
 
@@ -130,7 +132,7 @@ def plot_layer_scores(table, *, scores=None, path=None):
         table.columns
     ):
         raise ValueError("table must be a DataFrame from rank_layers (backbone, layer, depth).")
-    known = ("logme", "h_score", "h_score_shrunk", "linear_probe", "leep")
+    known = (*LAYER_SCORES, *SOURCE_SCORES)
     if scores is None:
         scores = [c for c in known if c in table.columns]
     backbones = list(dict.fromkeys(table["backbone"]))

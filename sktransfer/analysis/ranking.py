@@ -8,7 +8,7 @@ from collections.abc import Mapping
 import numpy as np
 import pandas as pd
 
-from ..transferability import LAYER_SCORES, leep_score, linear_probe_score
+from ..transferability import LAYER_SCORES, SOURCE_SCORES, linear_probe_score
 from .features import extract_layer_features
 
 __all__ = ["rank_layers"]
@@ -38,13 +38,15 @@ def rank_layers(
     y : array-like of shape (n_samples,)
         Target class labels.
     scores : sequence of str, default=("logme",)
-        Among "logme", "h_score", "h_score_shrunk", "linear_probe" and "leep". The first one
-        orders the table. "leep" rates a backbone's source-task output, so it is the same for
-        all layers of a backbone; it needs ``source_probabilities`` with feature input (with
-        images they are tapped in the same pass).
+        Layer scores (keys of :data:`sktransfer.transferability.LAYER_SCORES`: "logme",
+        "h_score", "h_score_shrunk", "nleep", "transrate", "gbc", "sfda", "linear_probe")
+        and source scores ("leep", "nce"). The first one orders the table. A source score
+        rates a backbone's source-task output, so it is the same for all layers of a
+        backbone; it needs ``source_probabilities`` with feature input (with images they are
+        tapped in the same pass).
     source_probabilities : array or mapping of str to array, optional
         The source model's class probabilities on the samples (per backbone for nested
-        input), for "leep".
+        input), for "leep" and "nce".
     probe : bool, default=False
         Also report a ``cv``-fold :func:`~sktransfer.analysis.linear_probe_score` (the ground
         truth the scores estimate, at a higher cost) as column ``probe_accuracy``.
@@ -79,33 +81,35 @@ def rank_layers(
     ['late', 'early']
     """
     scores = [scores] if isinstance(scores, str) else list(scores)
-    unknown = [s for s in scores if s not in (*LAYER_SCORES, "leep")]
+    known = [*LAYER_SCORES, *SOURCE_SCORES]
+    unknown = [s for s in scores if s not in known]
     if not scores or unknown:
-        raise ValueError(
-            f"Unknown score(s) {unknown or scores}: choose among {[*LAYER_SCORES, 'leep']}."
-        )
+        raise ValueError(f"Unknown score(s) {unknown or scores}: choose among {known}.")
+    source_scores = [s for s in scores if s in SOURCE_SCORES]
     y = np.asarray(y)
     if isinstance(features, Mapping):
         nested = _as_nested(features)
         probabilities = _as_nested_probabilities(source_probabilities, nested)
     else:
         nested, probabilities = _extract(
-            features, backbones, layers, "leep" in scores, extractor_params
+            features, backbones, layers, bool(source_scores), extractor_params
         )
-    if "leep" in scores and any(p is None for p in probabilities.values()):
+    if source_scores and any(p is None for p in probabilities.values()):
         raise ValueError(
-            "The 'leep' score needs the source model's class probabilities: pass "
+            f"The score(s) {source_scores} need the source model's class probabilities: pass "
             "source_probabilities= (an array, or one per backbone), or pass images."
         )
     rows = []
     for backbone, layer_features in nested.items():
-        leep = None
-        if "leep" in scores:
-            leep = _timed(leep_score, probabilities[backbone], y)
+        # One value per backbone, shared by its layers.
+        by_source = {s: _timed(SOURCE_SCORES[s], probabilities[backbone], y) for s in source_scores}
         for depth, (layer, X) in enumerate(layer_features.items()):
             row = {"backbone": backbone, "layer": layer, "depth": depth, "n_features": X.shape[1]}
             for name in scores:
-                value, seconds = leep if name == "leep" else _timed(LAYER_SCORES[name], X, y)
+                if name in by_source:
+                    value, seconds = by_source[name]
+                else:
+                    value, seconds = _timed(LAYER_SCORES[name], X, y)
                 row[name], row[f"{name}_seconds"] = value, seconds
             if probe:
                 value, seconds = _timed(linear_probe_score, X, y, cv=cv, random_state=random_state)
