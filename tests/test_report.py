@@ -276,11 +276,10 @@ def test_grid_search_on_dask_matches_local(tmp_path):
 
 
 def test_cold_cost_kept_for_cached_reruns(tmp_path):
-    from joblib import Memory
-
+    from sktransfer.memo import Memo
     from sktransfer.report import _cold_cost
 
-    memory = Memory(tmp_path, verbose=0)
+    memory = Memo(tmp_path)
     assert _cold_cost(memory, "net", 0.1) == (0.1, False)
     assert _cold_cost(memory, "net", 0.001) == (0.1, True)  # a cache hit: report the cold cost
     assert _cold_cost(memory, "net", 0.09) == (0.09, False)  # a new cold measurement
