@@ -19,8 +19,9 @@ costs, and the code of the winning pipeline. Stages, in order of cost:
 
 Stages 3-5 only need activations; their results are memoised next to the activation cache
 (:class:`sktransfer.memo.Memo`: ``.npz`` and JSON, authenticated, never unpickled), keyed by
-the features themselves, so on a second run they cost a hash and a read. The budget is planned from measured per-image costs: a pilot batch
-for extraction, a timed eager forward pass for fine-tuning.
+the features themselves, so on a second run they cost a hash and a read. The budget is
+planned from measured per-image costs: a pilot batch for extraction, a timed eager forward
+pass for fine-tuning.
 """
 
 from __future__ import annotations

@@ -2,6 +2,8 @@
 damaged files, bounds."""
 
 import os
+import pathlib
+import stat
 import threading
 
 import numpy as np
@@ -16,7 +18,7 @@ from torch import nn
 from sktransfer import DeepFeatureExtractor, extraction
 from sktransfer.frozen import FORWARD_COUNTS, Registry
 from sktransfer.frozen import network as frozen_network
-from sktransfer.frozen.files import write_atomic
+from sktransfer.frozen.files import StoreWarning, write_atomic
 from sktransfer.frozen.store import (
     DiskCache,
     MemoryCache,
@@ -267,3 +269,212 @@ def test_parallel_grid_search_shares_the_disk_cache(tmp_path):
     np.testing.assert_allclose(
         parallel.cv_results_["mean_test_score"], serial.cv_results_["mean_test_score"]
     )
+
+
+# ------------------------------------------------------------------ a store others can write
+
+
+def disk_files(folder, pattern="*.act"):
+    return sorted((folder / "activations").rglob(pattern))
+
+
+def test_entry_rewritten_without_the_key_is_recomputed(tmp_path, monkeypatch):
+    X = images()
+    disk = DiskCache(tmp_path / "shared")
+    features = extractor(cache=disk).fit_transform(X)
+    context = next(iter(disk.front._entries))[0]
+    keys = image_keys(check_images(X))
+    target = disk._file(disk._context_dir(context), keys[0])
+    poisoned = {item: row + 1000 for item, row in disk.front.peek(context, keys[0]).items()}
+    # the attacker re-encodes the entry with a checksum of their own: another key
+    with monkeypatch.context() as attacker:
+        attacker.setenv("SKTRANSFER_KEY_FILE", str(tmp_path / "attacker.key"))
+        target.write_bytes(_encode(poisoned, context, keys[0]))
+    clear_cache("memory")
+
+    other_process = DiskCache(tmp_path / "shared")
+    before = forward_images()
+    again = extractor(cache=other_process).fit_transform(X)
+    assert forward_images() - before == 1  # the planted entry only, recomputed
+    assert other_process.corrupt_files == 1
+    np.testing.assert_allclose(again, features, rtol=1e-5, atol=1e-7)
+
+
+def test_entry_with_rows_of_another_shape_is_recomputed(tmp_path):
+    X = images()
+    disk = DiskCache(tmp_path / "c")
+    features = extractor(cache=disk).fit_transform(X)
+    context = next(iter(disk.front._entries))[0]
+    keys = image_keys(check_images(X))
+    wrong = {item: np.zeros(row.size + 3, np.float32) for item, row in
+             disk.front.peek(context, keys[5]).items()}  # fmt: skip
+    # validly sealed (a writer holding the key), yet not the context's shapes
+    disk._file(disk._context_dir(context), keys[5]).write_bytes(_encode(wrong, context, keys[5]))
+
+    other_process = DiskCache(tmp_path / "c")
+    before = forward_images()
+    again = extractor(cache=other_process).fit_transform(X)  # no crash in np.stack
+    assert forward_images() - before == 1
+    np.testing.assert_allclose(again, features, rtol=1e-5, atol=1e-7)
+
+
+def test_file_key_follows_content_even_with_mtime_restored(tmp_path):
+    from PIL import Image
+
+    path = str(tmp_path / "a.bmp")  # uncompressed: new pixels, same size
+    pixels = np.random.default_rng(0).integers(0, 256, (16, 16, 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(path)
+    info = os.stat(path)
+    disk = DiskCache(tmp_path / "c")
+    stale = extractor(cache=disk).fit([path]).transform([path])
+    old_key = image_keys(check_images([path]))
+
+    Image.fromarray(255 - pixels).save(path)
+    os.utime(path, ns=(info.st_atime_ns, info.st_mtime_ns))  # what an attacker restores
+    assert (os.stat(path).st_size, os.stat(path).st_mtime_ns) == (info.st_size, info.st_mtime_ns)
+    assert image_keys(check_images([path])) != old_key
+
+    expected = extractor(cache=None).fit([path]).transform([path])
+    assert not np.allclose(expected, stale)
+    before = forward_images()
+    from_disk = extractor(cache=DiskCache(tmp_path / "c")).fit([path]).transform([path])
+    assert forward_images() - before == 1  # the disk entry of the old content is not served
+    from_memory = extractor(cache=disk).fit([path]).transform([path])  # its front: old entry
+    np.testing.assert_allclose(from_disk, expected, rtol=1e-5, atol=1e-7)
+    np.testing.assert_array_equal(from_memory, from_disk)
+
+
+def user_files(folder):
+    """Files a user keeps under a cache folder, some named like the store's own."""
+    files = [
+        folder / "activations" / "experiment1" / "results.csv",
+        folder / "activations" / "notes.txt",
+        folder / "activations" / ("a" * 32) / ("b" * 40 + ".act"),  # a folder it did not create
+        folder / "onnx" / "my-model.onnx",
+    ]
+    for file in files:
+        file.parent.mkdir(parents=True, exist_ok=True)
+        file.write_text("the user's")
+    return files
+
+
+@pytest.mark.parametrize("store_first", [True, False])
+def test_clear_and_bound_delete_only_the_store_files_in_its_folders(tmp_path, store_first):
+    folder = tmp_path / "c"
+    if store_first:  # the store created activations/ and onnx/; the user added files later
+        extractor(cache=str(folder), engine="auto").fit_transform(images())
+    files = user_files(folder)
+    disk = DiskCache(folder, max_bytes=2000)
+    extractor(cache=disk, engine="auto").fit_transform(images(20, seed=1))  # over the bound
+    own = [file for file in disk_files(folder) if file not in files]
+    assert 0 < sum(file.stat().st_size for file in own) <= 2000
+    context_dir = own[0].parent
+    files.append(context_dir / "mine.csv")  # in a folder the store created, not its name
+    files[-1].write_text("the user's")
+
+    clear_cache(disk)
+    assert set(disk_files(folder)) <= set(files) and not list(folder.rglob("*.onnx.skt"))
+    assert [file.read_text() for file in files] == ["the user's"] * len(files)
+    assert not (folder / "activations" / "experiment1" / ".sktransfer-store").exists()
+    assert context_dir.is_dir()  # kept for the user's file: the store deletes no folder in use
+
+
+def test_read_only_store_computes_without_storing_with_one_warning(tmp_path, monkeypatch):
+    from sktransfer.frozen import store as store_module
+
+    X = images()
+    folder = tmp_path / "someone-elses"
+    expected = extractor(cache=str(folder)).fit(X[:6]).transform(X[:6])  # half the images
+    expected = np.concatenate([expected, extractor(cache=None).fit(X).transform(X[6:])])
+    clear_cache("memory")
+
+    def refuse(*args, **kwargs):
+        raise PermissionError(13, "Permission denied", str(folder))
+
+    # Simulated, so that the test also fails when run as root (who can write anywhere).
+    monkeypatch.setattr(store_module, "write_atomic", refuse)
+    monkeypatch.setattr(store_module, "make_store_dir", refuse)
+    read_only = DiskCache(folder)
+    with pytest.warns(StoreWarning, match="cannot be written.*without storing") as caught:
+        features = extractor(cache=read_only).fit(X).transform(X)
+        again = extractor(cache=read_only).fit(X).transform(X)
+    assert len(caught) == 1
+    np.testing.assert_allclose(features, expected, rtol=1e-5, atol=1e-7)
+    np.testing.assert_array_equal(again, features)
+    assert len(disk_files(folder)) == 6
+
+
+def test_unreadable_store_computes_without_storing_with_one_warning(tmp_path, monkeypatch):
+    X = images()
+    folder = tmp_path / "someone-elses"
+    extractor(cache=str(folder)).fit_transform(X)
+    expected = extractor(cache=None).fit_transform(X)
+    original = pathlib.Path.read_bytes
+
+    def read_bytes(path):
+        if str(path).startswith(str(folder / "activations")):
+            raise PermissionError(13, "Permission denied", str(path))
+        return original(path)
+
+    monkeypatch.setattr(pathlib.Path, "read_bytes", read_bytes)
+    with pytest.warns(StoreWarning, match="cannot be read") as caught:
+        features = extractor(cache=DiskCache(folder)).fit_transform(X)
+    assert len(caught) == 1
+    np.testing.assert_allclose(features, expected, rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.skipif(
+    not hasattr(os, "geteuid") or os.geteuid() == 0,
+    reason="file permissions: root reads and writes any file (the simulated tests above run)",
+)
+def test_store_of_another_user_with_real_permissions(tmp_path):
+    X = images()
+    folder = tmp_path / "someone-elses"
+    extractor(cache=str(folder)).fit(X[:6]).transform(X[:6])
+    expected = extractor(cache=None).fit_transform(X)
+    for path in [folder, *folder.rglob("*")]:
+        path.chmod(0o555 if path.is_dir() else 0o444)
+    try:
+        with pytest.warns(StoreWarning) as caught:
+            features = extractor(cache=DiskCache(folder)).fit_transform(X)
+    finally:
+        for path in [folder, *folder.rglob("*")]:
+            path.chmod(0o755 if path.is_dir() else 0o644)
+    assert len(caught) == 1
+    np.testing.assert_allclose(features, expected, rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.skipif(not hasattr(os, "umask"), reason="POSIX permissions")
+@pytest.mark.parametrize("umask", [0o002, 0o077])
+def test_created_files_and_folders_follow_the_umask(tmp_path, umask):
+    from sktransfer.memo import Memo
+
+    previous = os.umask(umask)
+    try:
+        folder = tmp_path / "c"
+        pytest.importorskip("onnxruntime")
+        extractor(cache=str(folder), engine="onnxruntime").fit_transform(images(4))
+        Memo(folder / "report").cache(np.cumsum)(np.arange(3))
+    finally:
+        os.umask(previous)
+    paths = [path for path in folder.rglob("*")]
+    kinds = {path.suffix or path.name for path in paths if path.is_file()}
+    assert {".act", ".skt", ".memo", "lock", ".sktransfer-store"} <= kinds
+    for path in paths:
+        expected = (0o777 if path.is_dir() else 0o666) & ~umask
+        assert stat.S_IMODE(path.stat().st_mode) == expected, path
+
+
+def test_nothing_under_a_cache_folder_is_unpickled():
+    """The rule of the package: no pickle, joblib or unsafe torch loading anywhere in it."""
+    import re
+
+    import sktransfer
+
+    pattern = re.compile(r"pickle\.loads?\(|joblib\.load\(|allow_pickle=True|torch\.load\(")
+    offenders = []
+    for source in pathlib.Path(sktransfer.__file__).parent.rglob("*.py"):
+        for number, line in enumerate(source.read_text().splitlines(), 1):
+            if pattern.search(line) and "weights_only=True" not in line:
+                offenders.append(f"{source.name}:{number}: {line.strip()}")
+    assert not offenders

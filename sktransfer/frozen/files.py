@@ -30,7 +30,9 @@ __all__ = [
 
 #: The file that marks a folder as created by the store (and so clearable by it).
 MARKER = ".sktransfer-store"
-_MARKER_TEXT = b"Created by sktransfer's activation store: clear_cache deletes its own files here.\n"
+_MARKER_TEXT = (
+    b"Created by sktransfer's activation store: clear_cache deletes its own files here.\n"
+)
 
 
 class StoreWarning(UserWarning):

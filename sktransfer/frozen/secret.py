@@ -63,7 +63,7 @@ def secret_key() -> bytes:
     with _LOCK:
         try:
             return _read_key(path, named)
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):  # absent: created below
             pass
         try:
             _create_key(path)
@@ -75,7 +75,7 @@ def secret_key() -> bytes:
 def _read_key(path: Path, named: bool) -> bytes:
     try:
         return _read_checked_key(path, named)
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):
         raise
     except OSError as exc:
         raise StoreKeyError(
