@@ -10,16 +10,25 @@ Keys
     identity (architecture, weights, preprocessing; :attr:`Backbone.identity`), the engine,
     device type and precision. Each *image key* is exact and cheap: the SHA-256 of an array
     image's bytes with its dtype and shape (hardware-accelerated, about 0.5 ms per megabyte;
-    arrays are never pickled), or a file's absolute path, size and modification time. An entry is
-    the dictionary ``{(layer, form): row}`` of one image; a lookup hits only when every
-    ``(layer, form)`` asked for is present.
+    arrays are never pickled), or a file's absolute path, size, modification and change times,
+    device and inode (a file rewritten in place gets a new change time even when its
+    modification time is restored with ``os.utime``). An entry is the dictionary
+    ``{(layer, form): row}`` of one image; a lookup hits only when every ``(layer, form)``
+    asked for is present.
 
 Where
     :class:`MemoryCache`: within the process (the default, shared by every clone of an
     extractor, hence across folds and candidates of a search). :class:`DiskCache`: a folder
-    shared by processes, parallel workers and later runs, with a memory front. Disk entries are
-    written to a temporary file and renamed into place (atomic), carry a SHA-256 of their
-    payload and are recomputed when the check fails (a killed writer, a full disk).
+    shared by processes, parallel workers and later runs, with a memory front.
+
+Trust
+    Nothing in a disk store is trusted: every file carries an HMAC-SHA256 made with the
+    user's key (:mod:`~sktransfer.frozen.secret`) over its contents and what it stands for
+    (context and image key), and rows must have the shapes the context's layout file
+    records; a file that fails either check is recomputed. Files are written to a temporary
+    file and renamed into place (atomic). Only the store's own files, in folders it created,
+    are ever deleted (:mod:`~sktransfer.frozen.files`). An unreadable or read-only folder
+    means computing without storing, with one :class:`StoreWarning`.
 
 Bounds
     Least recently used entries are evicted once a cache exceeds ``max_bytes`` (memory:
@@ -256,14 +265,14 @@ class DiskCache:
         if all(entry is not None for entry in found) or "read" in self._failed:
             return found
         context_dir = self._context_dir(context)
-        layout = self._layout(context)
+        layout, reloaded = self._layout(context), False
         loaded = {}
         for i, key in enumerate(keys):
             if found[i] is not None:
                 continue
             entry = self._read(self._file(context_dir, key), context, key)
-            if entry is not None and not _fits(entry, layout):
-                layout = self._layout(context, reload=True)  # grown by another process?
+            if entry is not None and not _fits(entry, layout) and not reloaded:
+                layout, reloaded = self._layout(context, reload=True), True  # grown elsewhere?
             if entry is None or not _fits(entry, layout):
                 self.corrupt_files += entry is not None
                 continue
@@ -295,10 +304,10 @@ class DiskCache:
     def _read(self, file: Path, context: str, key: str) -> dict | None:
         try:
             data = file.read_bytes()
-        except FileNotFoundError:
-            return None
-        except OSError as exc:  # another user's store, a folder without read access
+        except PermissionError as exc:  # another user's store, a folder without read access
             self._give_up(exc, "read")
+            return None
+        except OSError:  # absent, or not a file: a miss
             return None
         entry = _decode(data, context, key)
         if entry is None:
