@@ -60,6 +60,13 @@ def key_file() -> tuple[Path, bool]:
 def secret_key() -> bytes:
     """The user's key (see the module docstring), created on first use."""
     path, named = key_file()
+    known = _KEYS.get(str(path))
+    if known is not None:  # one stat per use: a key file changed since is checked again
+        with contextlib.suppress(OSError):
+            if _signature(os.stat(path)) == known[0]:
+                return known[1]
+    elif _PROCESS_KEY:  # the key file could not be created earlier in this process
+        return _PROCESS_KEY[0]
     with _LOCK:
         try:
             return _read_key(path, named)
@@ -87,10 +94,6 @@ def _read_key(path: Path, named: bool) -> bytes:
 def _read_checked_key(path: Path, named: bool) -> bytes:
     with open(path, "rb") as handle:  # the checks below are on the file actually read
         info = os.fstat(handle.fileno())
-        signature = (info.st_dev, info.st_ino, info.st_mtime_ns, info.st_mode, info.st_uid)
-        known = _KEYS.get(str(path))
-        if known is not None and known[0] == signature:
-            return known[1]
         _check_key_file(path, info, named)
         text = handle.read(4 * _KEY_BYTES + 2)
     try:
@@ -104,8 +107,12 @@ def _read_checked_key(path: Path, named: bool) -> bytes:
             "created (stored entries are then recomputed), or write one with `python -c "
             '"import secrets; print(secrets.token_hex(32))"`.'
         )
-    _KEYS[str(path)] = (signature, key)
+    _KEYS[str(path)] = (_signature(info), key)
     return key
+
+
+def _signature(info: os.stat_result) -> tuple:
+    return (info.st_dev, info.st_ino, info.st_mtime_ns, info.st_ctime_ns, info.st_mode, info.st_uid)
 
 
 def _check_key_file(path: Path, info: os.stat_result, named: bool) -> None:
