@@ -22,6 +22,7 @@ import inspect
 import io
 import json
 import warnings
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -72,8 +73,8 @@ class Memo:
             return MISSING
         try:
             return _decode(payload)
-        except (ValueError, TypeError, KeyError, OSError):  # sealed by the key holder, yet bad
-            return MISSING
+        except (ValueError, TypeError, KeyError, OSError, EOFError, zipfile.BadZipFile):
+            return MISSING  # sealed by the key holder, yet malformed: recomputed
 
     def write(self, stage: str, call: str, value) -> None:
         """Store ``value`` as the result of ``call`` of ``stage`` (when the folder allows)."""

@@ -339,7 +339,11 @@ class DiskCache:
 
     def _record_layout(self, context: str, entries: dict[str, dict]) -> None:
         """Add the shapes of computed ``entries`` to the context's layout file (under the
-        context's lock: read again first, so concurrent writers of other layers merge)."""
+        context's lock: read again first, so concurrent writers of other layers merge).
+
+        Computed rows are the truth: a flattened map (``"flat"``) of images of another size,
+        through a network without a resizing transform, replaces the recorded shape, and
+        entries of the former size are recomputed when read."""
         layout = self._layout(context)
         shapes = {item: row.shape for entry in entries.values() for item, row in entry.items()}
         if all(layout.get(item) == shape for item, shape in shapes.items()):
