@@ -6,6 +6,7 @@ in Pipelines and GridSearchCV.
 """
 
 from . import analysis
+from ._version import __version__  # noqa: E402, F401
 from .analysis import (
     h_score,
     leep_score,
@@ -22,8 +23,6 @@ from .images import check_images, load_image_folder
 from .lottery import PrunedClassifier, plot_lottery
 from .postprocessing import LayerwiseNormalizer, TernaryDiscretizer, make_full_network_embedding
 from .report import build_report
-
-__version__ = "0.2.0"
 
 __all__ = [
     "Backbone",

@@ -135,10 +135,16 @@ class Backbone:
     categories: list | None = None
     takes_vectors: bool = False
     source_file: str | None = field(default=None, repr=False)
+    #: An identity known from elsewhere, returned by :attr:`identity` instead of fingerprinting
+    #: the module: a pretrained network's frozen body, cut after the layer it is tapped at,
+    #: computes what the whole network computes there.
+    known_identity: str | None = field(default=None, repr=False)
 
     @property
     def identity(self) -> str:
         """A string that differs whenever the numbers this backbone computes could differ."""
+        if self.known_identity is not None:
+            return self.known_identity
         if self.weights in ("module", None) or self.weights.startswith("file:"):
             weights = f"{self.weights}:{_module_fingerprint(self.module)}"
         else:

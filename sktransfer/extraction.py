@@ -24,6 +24,7 @@ from .frozen import (
     FrozenNetwork,
     MemoryCache,
     Registry,
+    batching,
     get_cache,
     has_lazy,
     pool_statistics,
@@ -400,17 +401,6 @@ class DeepFeatureExtractor(TransformerMixin, BaseEstimator):
             export_dir=store.onnx_dir if isinstance(store, DiskCache) else None,
         )
 
-    def _batching(self, n_samples):
-        batch_size = self.batch_size
-        if batch_size == "auto":  # ONNX Runtime runs small batches side by side, one thread
-            # each: MobileNetV2 on 2 idle cores, 209-232 images/s at batch 2, 196-207 at 4,
-            # 195 at 8 (engines.split_threads)
-            batch_size = 64 if self.device_.type == "cuda" else 16
-            batch_size = 2 if self.engine_ == "onnxruntime" else batch_size
-        n_workers = self.n_jobs or min(8, os.cpu_count() or 1)
-        verbose = bool(self.verbose) and n_samples > batch_size
-        return {"batch_size": batch_size, "n_workers": n_workers, "verbose": verbose}
-
     def _ndim(self, layer) -> int:
         return len(self.layer_shapes_[layer]) + 1
 
@@ -426,7 +416,13 @@ class DeepFeatureExtractor(TransformerMixin, BaseEstimator):
             needed,
             store=get_cache(self.cache),
             record={layer: recorded for layer in self.recorded_layers_},
-            **self._batching(len(inputs)),
+            **batching(
+                self.network_,
+                len(inputs),
+                batch_size=self.batch_size,
+                n_jobs=self.n_jobs,
+                verbose=self.verbose,
+            ),
         )
         return {
             layer: pool_statistics(

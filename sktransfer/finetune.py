@@ -13,7 +13,9 @@ import os
 import re
 import warnings
 from numbers import Integral, Real
+from typing import NamedTuple
 
+import numpy as np
 import torch
 from sklearn.base import _fit_context
 from sklearn.utils._param_validation import Interval, StrOptions
@@ -27,15 +29,24 @@ from .backbones import (
     ImagePreset,
     ToUnitFloat,
     _graph_nodes,
-    _tappable,
     block_layers,
     load_backbone,
 )
-from .frozen import ENGINES, FrozenNetwork, pooled_features, resolve_engine
+from .frozen import (
+    ENGINES,
+    DiskCache,
+    FrozenNetwork,
+    MemoryCache,
+    batching,
+    get_cache,
+    pooled_features,
+    resolve_engine,
+    tapped_network,
+)
 from .images import ImageInputs
 from .training import NeuralClassifierBase, Preprocessing, count_trainable
 
-__all__ = ["FineTuneClassifier", "FineTuneNetwork"]
+__all__ = ["FineTuneClassifier", "FineTuneNetwork", "FrozenBody"]
 
 _NORM_LAYERS = (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm)
 _TRAIN_KEYWORDS = ("head", "all", "norm")
@@ -112,15 +123,21 @@ class FineTuneClassifier(NeuralClassifierBase):
         Merge the adapters into the frozen weights after training (same outputs, no extra
         cost at prediction); see also :meth:`merge_lora_adapters`.
     cache_features : {"auto"} or bool, default="auto"
-        With ``train_layers="head"``, no LoRA and no augmentation, the frozen network's
-        output is the same at every epoch: compute it once (through
-        :mod:`sktransfer.frozen`) and train the head on it. "auto": do so for images
-        when those conditions hold.
+        With ``train_layers="head"``, no LoRA and no augmentation, the pretrained body is
+        frozen: its output (the penultimate features) is computed once per image by the
+        frozen pass (:mod:`sktransfer.frozen`: engine, activation store, progress bar) and the
+        head trains on it; ``predict`` and ``predict_proba`` run the same pass, then the head.
+        "auto": do so for images when those conditions hold.
     engine : {"auto", "torch", "onnxruntime"}, default="auto"
-        Who runs the frozen network when ``cache_features`` applies (see
-        :mod:`sktransfer.frozen.engines`): "auto" is ONNX Runtime on the CPU (checked against torch
-        on first use, with a warning and torch if they disagree or export fails) and torch on
-        CUDA. Training itself always runs torch.
+        Who runs the frozen body when ``cache_features`` applies (see
+        :mod:`sktransfer.frozen.engines`): "auto" is ONNX Runtime on the CPU (checked against
+        torch on first use, with a warning and torch if they disagree or export fails) and
+        torch on CUDA. Training itself always runs torch.
+    cache : "memory", path, DiskCache or None, default="memory"
+        The activation store the frozen body's features go through when ``cache_features``
+        applies, as for :class:`~sktransfer.DeepFeatureExtractor`: the same images through
+        the same pretrained network and layer are computed once, whichever of the two
+        estimators asks first (a folder path shares them with other processes and runs).
     max_epochs, lr, batch_size, optimizer, weight_decay, early_stopping, \
 validation_fraction, n_iter_no_change, augmentation, mixed_precision, device, n_jobs, \
 callbacks, verbose, random_state
@@ -152,7 +169,13 @@ callbacks, verbose, random_state
         Layers that received adapters.
     lora_merged_ : bool
     features_cached_ : bool
-        Whether the head was trained on activations computed once.
+        Whether the head was trained on the frozen body's features computed once (then
+        ``predict`` runs the frozen pass too).
+    frozen_body_ : FrozenBody or None
+        With ``cache_features`` possible: the backbone's ``name``, the ``layer`` its
+        penultimate features are tapped at (``"classifier.0"`` for MobileNetV2, the layer
+        ``DeepFeatureExtractor(layers=None)`` taps too) and the pretrained network's
+        ``identity``, under which the activation store keeps them.
     device_ : torch.device
     n_features_in_ : int
         Only for 2-D vector input (plain-module backbones).
@@ -194,6 +217,7 @@ callbacks, verbose, random_state
         "merge_lora": ["boolean"],
         "cache_features": [StrOptions({"auto"}), "boolean"],
         "engine": [StrOptions(set(ENGINES))],
+        "cache": [StrOptions({"memory"}), str, os.PathLike, DiskCache, MemoryCache, None],
     }
 
     def __init__(
@@ -214,6 +238,7 @@ callbacks, verbose, random_state
         merge_lora=False,
         cache_features="auto",
         engine="auto",
+        cache="memory",
         max_epochs=10,
         lr=0.01,
         batch_size=32,
@@ -262,6 +287,7 @@ callbacks, verbose, random_state
         self.merge_lora = merge_lora
         self.cache_features = cache_features
         self.engine = engine
+        self.cache = cache
 
     # ------------------------------------------------------------------ public API
 
@@ -338,10 +364,15 @@ callbacks, verbose, random_state
         loaded, self._loaded = self._loaded, None
         body = loaded.module  # load_backbone already copied it; ours to change
         classifier_name, in_features = _last_linear(body, loaded.name)
+        possible = self._frozen_body_possible() and self.input_kind_ != "vectors"
+        pretrained_identity = loaded.identity if possible and not _has_lazy(body) else None
         _replace(body, classifier_name, nn.Identity())
         if self.input_kind_ == "vectors" or _has_lazy(body):
             with torch.no_grad():
                 body.eval()(self._example_batch())  # initialise lazy modules
+        self.frozen_body_ = None
+        if possible:
+            self.frozen_body_ = _frozen_body(body, classifier_name, loaded, pretrained_identity)
         head = make_head(in_features, n_classes, tuple(self.head_hidden), self.head_dropout)
         self.blocks_, depth = self._blocks_and_depths(body, loaded)
         self._depth = depth
@@ -388,12 +419,21 @@ callbacks, verbose, random_state
                 f"['features.18.*']; got {layers!r}."
             )
 
+    def _frozen_body_possible(self) -> bool:
+        return (
+            self.train_layers == "head"
+            and self.lora_rank == 0
+            and self.augmentation is None
+            and self.cache_features in ("auto", True)
+        )
+
     def _use_feature_cache(self, inputs: ImageInputs) -> bool:
         possible = (
             self.train_layers == "head"
             and self.lora_rank == 0
             and self.augmentation is None
             and inputs.kind != "vectors"
+            and self.frozen_body_ is not None
         )
         if self.cache_features is True and not possible:
             raise ValueError(
@@ -407,29 +447,74 @@ callbacks, verbose, random_state
 
     def _train_head_on_cached_features(self, inputs, y_encoded):
         network = self.net_.module_
-        transform = self.preprocessing_.transform or ToUnitFloat()  # a plain module's
-        body = Backbone(network.body, transform, "body", "module")
-        frozen = FrozenNetwork(
-            body,
-            [_tappable(network.body)[-1]],
-            self.device_,
-            engine=resolve_engine(self.engine, self.device_),
-            n_threads=self.n_jobs,
-        )
-        features = pooled_features(
-            frozen,
-            inputs,
-            pooling=None,
-            batch_size=64 if self.device_.type == "cuda" else 16,
-            n_workers=self.net_.n_workers,
-            verbose=self.verbose,
-        )
-        features = ImageInputs("vectors", next(iter(features.values())))
+        features = ImageInputs("vectors", self._frozen_body_features(inputs))
         self._set_module(network.head)
         channels_last, self.net_.channels_last = self.net_.channels_last, False
         self._continue_training(features, y_encoded)
         self.net_.channels_last = channels_last
         self.net_.module_ = self._place(network)
+
+    def _frozen_body_network(self) -> FrozenNetwork:
+        """The trained network's frozen body, tapped where its penultimate features leave it.
+
+        Its identity is the pretrained network's (for named weights), so it shares the
+        activation store and the tapped graph with a DeepFeatureExtractor of that network.
+        """
+        frozen = self.frozen_body_
+        transform = self.preprocessing_.transform or ToUnitFloat()  # a plain module's
+        body = Backbone(self.net_.module_.body, transform, frozen.name, self.weights_)
+        body.known_identity = frozen.identity
+        store = get_cache(self.cache)
+        return tapped_network(
+            body,
+            [frozen.layer],
+            self.device_,
+            engine=resolve_engine(self.engine, self.device_),
+            n_threads=self.n_jobs,
+            export_dir=store.onnx_dir if isinstance(store, DiskCache) else None,
+        )
+
+    def _frozen_body_features(self, inputs: ImageInputs) -> np.ndarray:
+        """The penultimate features of ``inputs``, through the frozen pass and the store."""
+        network = self._frozen_body_network()
+        features = pooled_features(
+            network,
+            inputs,
+            pooling="avg",  # the layer is a vector: nothing is pooled
+            store=get_cache(self.cache),
+            **batching(network, len(inputs), n_jobs=self.n_jobs, verbose=self.verbose),
+        )
+        return features[network.layers[0]]
+
+    def predict_proba(self, X):
+        """Class probabilities, columns in the order of ``classes_``.
+
+        With the head trained on the frozen body's features (``features_cached_``), the
+        images go through the frozen pass (engine, activation store, progress bar), then the
+        head; otherwise through the whole network.
+
+        Parameters
+        ----------
+        X : images or vectors
+
+        Returns
+        -------
+        ndarray of shape (n_samples, n_classes), float64
+        """
+        check_is_fitted(self)
+        if not self.features_cached_:
+            return super().predict_proba(X)
+        inputs = self._check_inputs(X, reset=False)
+        features = torch.from_numpy(self._frozen_body_features(inputs))
+        head = self.net_.module_.head
+        chunks = []
+        with torch.inference_mode():
+            for start in range(0, len(features), 1024):
+                batch = features[start : start + 1024].to(self.device_)
+                chunks.append(torch.softmax(head(batch).float(), dim=1).cpu().numpy())
+        if not chunks:
+            return np.empty((0, len(self.classes_)), dtype=np.float64)
+        return np.concatenate(chunks).astype(np.float64)
 
     def _count_parameters(self):
         self.n_trainable_params_, self.n_params_ = count_trainable(self.net_.module_)
@@ -568,6 +653,27 @@ def _last_linear(module: nn.Module, name: str) -> tuple[str, int]:
             "unknown. Give it an explicit in_features."
         )
     return layer_name, layer.in_features
+
+
+class FrozenBody(NamedTuple):
+    """Where a head-only FineTuneClassifier's frozen body is tapped, and as what."""
+
+    name: str  #: the backbone's name
+    layer: str  #: the node feeding the replaced classifier: the penultimate features
+    identity: str | None  #: the pretrained network's identity (None: the body's own)
+
+
+def _frozen_body(body: nn.Module, classifier_name: str, loaded, identity) -> FrozenBody | None:
+    """The node feeding the (replaced) classifier, named as ``DeepFeatureExtractor(layers=
+    None)`` names it, with the pretrained network's identity: both estimators then share
+    stored features. None when the graph cannot be traced."""
+    try:
+        nodes = _graph_nodes(body)
+    except Exception:  # untraceable: the head then trains on the whole network's output
+        return None
+    if classifier_name not in nodes or nodes.index(classifier_name) < 1:
+        return None
+    return FrozenBody(loaded.name, nodes[nodes.index(classifier_name) - 1], identity)
 
 
 def _resized(transform, size: int):

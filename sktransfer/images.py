@@ -17,8 +17,9 @@ from pathlib import Path
 import numpy as np
 import scipy.sparse
 import torch
-from PIL import Image, UnidentifiedImageError
-from torchvision.transforms.functional import pil_to_tensor
+from PIL import Image
+
+from .decoding import decode_file, pil_to_rgb, reduced_jpeg_decoding, resize_target
 
 __all__ = ["ImageInputs", "check_images", "load_image_folder", "IMAGE_EXTENSIONS"]
 
@@ -93,7 +94,7 @@ class ImageInputs(Sequence):
         return _stack([self._load(i, transform) for i in range(start, stop)])
 
     def _load(self, index: int, transform) -> torch.Tensor:
-        image = _item_to_tensor(self._data[index], index)
+        image = _item_to_tensor(self._data[index], index, resize_target(transform))
         return transform(image) if transform is not None else image
 
     def batches(
@@ -170,23 +171,13 @@ def _to_rgb(tensor: torch.Tensor, channel_dim: int) -> torch.Tensor:
     return tensor
 
 
-def _item_to_tensor(item, index: int) -> torch.Tensor:
-    """Decode one sample to a (3, H, W) uint8 or float tensor."""
+def _item_to_tensor(item, index: int, target: int | None = None) -> torch.Tensor:
+    """Decode one sample to a (3, H, W) uint8 or float tensor; ``target`` is the short side
+    the preprocessing resizes to next (large JPEGs are then decoded reduced), or None."""
     if isinstance(item, str | os.PathLike):
-        fast = _decode_jpeg(item)
-        if fast is not None:
-            return fast
-        try:
-            with Image.open(item) as image:
-                image = image.convert("RGB")
-        except (OSError, UnidentifiedImageError, ValueError) as exc:
-            raise ValueError(
-                f"Image file {str(item)!r} (sample {index}) could not be read: {exc}. "
-                "Remove it from the input or replace it with a readable image."
-            ) from exc
-        return pil_to_tensor(image)
+        return decode_file(item, target if reduced_jpeg_decoding() else None, index=index)
     if isinstance(item, Image.Image):
-        return pil_to_tensor(item.convert("RGB"))
+        return pil_to_rgb(item)
     array = np.asarray(item)
     if array.ndim == 2:
         array = array[:, :, None]
@@ -201,29 +192,6 @@ def _item_to_tensor(item, index: int) -> torch.Tensor:
     else:
         array = array.astype(np.float32)
     return _to_rgb(torch.from_numpy(np.ascontiguousarray(array)).permute(2, 0, 1), 0)
-
-
-def _decode_jpeg(path) -> torch.Tensor | None:
-    """A JPEG file through torchvision's libjpeg-turbo decoder, or None to use Pillow.
-
-    About 2x faster than Pillow here (1.4 vs 2.8 ms for a Caltech-101 image) and pixel-identical
-    to ``Image.convert("RGB")`` for RGB and grayscale files (checked on 1,016 Caltech-101
-    files); CMYK and anything it cannot read go to Pillow, whose conversions stay the reference.
-    """
-    if not str(path).lower().endswith((".jpg", ".jpeg")):
-        return None
-    from torchvision.io import ImageReadMode, decode_jpeg, read_file
-
-    # torchvision 0.29 deprecates its decoders in favour of torchcodec (not a dependency here);
-    # the warning is silenced by message only, at import of this module (catch_warnings is not
-    # thread-safe and decoding runs in threads).
-    try:
-        image = decode_jpeg(read_file(os.fspath(path)), mode=ImageReadMode.UNCHANGED)
-    except (RuntimeError, OSError, ValueError):
-        return None
-    if image.ndim != 3 or image.shape[0] not in (1, 3):
-        return None
-    return _to_rgb(image, channel_dim=0)
 
 
 def _check_values(array: np.ndarray, what: str) -> None:
@@ -260,8 +228,14 @@ def _check_values(array: np.ndarray, what: str) -> None:
 
 
 def _channel_layout(shape: tuple[int, ...]) -> bool:
-    """Return True for (N, C, H, W), False for (N, H, W, C); raise when it cannot tell."""
+    """Return True for (N, C, H, W), False for (N, H, W, C); raise when it cannot tell.
+
+    When both axes could hold channels and only one of them holds 3, that one is the channel
+    axis: (2, 4, 4, 3) is four-by-four RGB, not four-channel images three pixels wide.
+    """
     first, last = shape[1] in _CHANNEL_SIZES, shape[3] in _CHANNEL_SIZES
+    if first and last and (shape[1] == 3) != (shape[3] == 3):
+        return shape[1] == 3
     if first and last:
         raise ValueError(
             f"Ambiguous channel layout for an image array of shape {shape}: both axis 1 and "
@@ -285,7 +259,11 @@ def check_images(X, *, allow_vectors: bool = False) -> ImageInputs:
         One of: a 4-D array (N, H, W, C) or (N, C, H, W) with C in (1, 3, 4); a 3-D array
         (N, H, W) of grayscale images; uint8 (or integers in [0, 255]) or float in [0, 1];
         a sequence or Series of file paths, PIL images or per-image arrays (sizes may differ).
-        With ``allow_vectors=True``, a 2-D array (N, F) of feature vectors.
+        With ``allow_vectors=True``, a 2-D array (N, F) of feature vectors. Files are decoded
+        when batches are read (:mod:`sktransfer.decoding`): upright (EXIF orientation), 16-bit
+        grayscale scaled to 8 bits, refused above ``PIL.Image.MAX_IMAGE_PIXELS`` from their
+        header, and JPEGs at least twice the preprocessing's resize target decoded reduced
+        (``SKTRANSFER_JPEG_DRAFT=0`` turns that off). See docs/images.md.
     allow_vectors : bool, default=False
         Whether 2-D numeric arrays are accepted as feature vectors, for backbones that take
         vectors (a plain ``torch.nn.Module``).

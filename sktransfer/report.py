@@ -292,7 +292,7 @@ def build_report(
 
 
 def _memory(cache_dir: Path) -> Memo:
-    from . import __version__
+    from ._version import __version__
 
     # The memo keys calls by their arguments, not the library's code: a folder per
     # sktransfer version keeps an upgrade from reading stale scores.

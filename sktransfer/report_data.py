@@ -11,9 +11,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
 from sklearn.model_selection import train_test_split
 
+from .decoding import DecodeError, check_header
 from .images import load_image_folder
 
 __all__ = ["DataError", "ReportData", "load_report_data"]
@@ -166,25 +166,24 @@ def _read_tree(root: Path):
             + (f" ({skipped[0]})" if skipped else "")
             + ". Add images to them or remove them."
         )
-    unreadable = [p for p in paths if not _opens(p)]
-    if unreadable:
-        shown = ", ".join(repr(p) for p in unreadable[:5])
+    problems = [problem for problem in map(_header_problem, paths) if problem is not None]
+    if problems:
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
         raise DataError(
-            f"{len(unreadable)} of {len(paths)} image file(s) under {str(root)!r} cannot be "
-            f"read as images: {shown}{' ...' if len(unreadable) > 5 else ''}. Remove or "
-            "replace them."
+            f"{len(problems)} of {len(paths)} image file(s) under {str(root)!r} cannot be read "
+            f"as images: {problems[0]}{more}"
         )
     return paths, labels
 
 
-def _opens(path) -> bool:
-    """Whether Pillow recognises the file as an image (reads the header only: cheap)."""
+def _header_problem(path) -> str | None:
+    """Why the file cannot be used (unreadable, or above the pixel limit), from its header
+    only (cheap), or None."""
     try:
-        with Image.open(path) as image:
-            image.size  # noqa: B018 - parsing the header is the check
-        return True
-    except (OSError, UnidentifiedImageError, ValueError):
-        return False
+        check_header(path)
+    except DecodeError as exc:
+        return str(exc)
+    return None
 
 
 def _npz(path: Path, test_size, random_state) -> ReportData:

@@ -193,6 +193,45 @@ def test_cached_features_come_from_the_chosen_engine(engine, record_engines):
     plain = FineTuneClassifier(tiny_cnn(), engine="torch", **params).fit(X, y)
     assert used == ["onnxruntime", "torch"]
     np.testing.assert_allclose(fast.predict_proba(X), plain.predict_proba(X), atol=1e-4)
+    assert used[2:] == ["onnxruntime", "torch"]  # prediction runs the same frozen pass
+
+
+def forward_images():
+    from sktransfer.frozen import FORWARD_COUNTS
+
+    return FORWARD_COUNTS["images"]
+
+
+def test_head_only_predict_goes_through_the_frozen_pass_and_its_store():
+    X, y = images()
+    clf = FineTuneClassifier(tiny_cnn(), max_epochs=2, random_state=0, engine="torch").fit(X, y)
+    assert clf.features_cached_ and clf.frozen_body_.layer == "flatten"
+    before = forward_images()
+    proba = clf.predict_proba(X)  # the training images: their features are stored
+    assert forward_images() == before
+    new = X[:6] // 2  # unseen images of a size already probed
+    clf.predict(new)
+    assert forward_images() == before + len(new)
+    # The frozen pass then the head is the whole network's answer.
+    from sktransfer.training import NeuralClassifierBase
+
+    np.testing.assert_allclose(proba, NeuralClassifierBase.predict_proba(clf, X), atol=1e-5)
+    again = pickle.loads(pickle.dumps(clf))
+    np.testing.assert_allclose(again.predict_proba(X), proba, atol=1e-6)
+
+
+def test_head_only_fit_after_the_extractor_pushes_no_image_through_the_network():
+    from sktransfer import DeepFeatureExtractor
+
+    X, y = images()
+    features = DeepFeatureExtractor(tiny_cnn(), engine="torch").fit_transform(X)
+    before = forward_images()
+    clf = FineTuneClassifier(tiny_cnn(), max_epochs=2, random_state=0, engine="torch").fit(X, y)
+    assert forward_images() == before
+    np.testing.assert_allclose(clf._frozen_body_features(clf._check_inputs(X, False)), features)
+    # Without a store both estimators compute their own features.
+    FineTuneClassifier(tiny_cnn(), max_epochs=1, engine="torch", cache=None).fit(X, y)
+    assert forward_images() == before + len(X)
 
 
 def test_labels_with_gaps_augmentation_and_repeatable_runs():

@@ -22,6 +22,16 @@ def test_nhwc_and_nchw_give_the_same_tensors(rgb_images):
     assert torch.equal(nhwc[2], torch.from_numpy(rgb_images[2]).permute(2, 0, 1))
 
 
+def test_only_one_axis_of_three_channels_settles_the_layout(rgb_images):
+    # (2, 4, 4, 3): four-by-four RGB, not four-channel images three pixels wide
+    small = rgb_images[:2, :4, :4]
+    batch = _first_batch(check_images(small))
+    assert batch.shape == (2, 3, 4, 4)
+    assert torch.equal(batch[1], torch.from_numpy(small[1]).permute(2, 0, 1))
+    first = _first_batch(check_images(small.transpose(0, 3, 1, 2).copy()))  # (2, 3, 4, 4)
+    assert torch.equal(first, batch)
+
+
 def test_grayscale_and_rgba_become_rgb(rgb_images):
     gray = _first_batch(check_images(rgb_images[..., 0]))
     assert gray.shape == (6, 3, 40, 48)
@@ -73,6 +83,7 @@ def test_batches_from_a_start_and_one_batch_on_demand(rgb_images, image_folder, 
         (np.zeros((2, 3, 3, 3, 3), np.uint8), ValueError, "5-D"),
         (np.zeros((5,), np.uint8), ValueError, "1-D array"),
         (np.zeros((4, 3, 8, 3), np.uint8), ValueError, "Ambiguous channel layout"),
+        (np.zeros((4, 1, 8, 4), np.uint8), ValueError, "Ambiguous channel layout"),
         (np.zeros((4, 8, 8, 5), np.uint8), ValueError, "no channel axis"),
         (np.full((2, 8, 8, 3), 2.0), ValueError, r"values in \[2, 2\].*lie in \[0, 1\]"),
         (np.full((2, 8, 8, 3), np.nan), ValueError, "NaN or infinity"),
@@ -153,3 +164,43 @@ def test_take_selects_a_subset(rgb_images, image_folder):
     assert torch.equal(_first_batch(subset)[0], _first_batch(check_images(rgb_images))[4])
     paths, _ = load_image_folder(image_folder)
     assert check_images(paths).take([2]).items == [paths[2]]
+
+
+@pytest.mark.parametrize("draft", ["0", "1"])
+def test_small_files_and_arrays_are_preprocessed_as_before(image_folder, monkeypatch, draft):
+    """Reduced JPEG decoding leaves small JPEGs, PNGs and arrays bit-identical to the decoders
+    used before it (torchvision's for RGB/grayscale JPEGs, Pillow's convert otherwise)."""
+    from torchvision.io import ImageReadMode, decode_jpeg, read_file
+    from torchvision.transforms.functional import pil_to_tensor
+
+    from sktransfer.backbones import ImagePreset
+
+    monkeypatch.setenv("SKTRANSFER_JPEG_DRAFT", draft)
+    preset = ImagePreset(crop_size=28, resize_size=32)  # the files are 30-40 px: under 2x
+    paths, _ = load_image_folder(image_folder)
+    before = []
+    for path in paths:
+        if path.endswith(".jpg"):
+            image = decode_jpeg(read_file(path), mode=ImageReadMode.UNCHANGED)
+            before.append(preset(image.expand(3, -1, -1)))
+        else:
+            with Image.open(path) as image:
+                before.append(preset(pil_to_tensor(image.convert("RGB"))))
+    now = torch.cat(list(check_images(paths).batches(preset, batch_size=4, n_workers=2)))
+    assert torch.equal(now, torch.stack(before))
+    arrays = np.stack([np.asarray(Image.open(p).convert("RGB").resize((36, 30))) for p in paths])
+    expected = preset(torch.from_numpy(arrays).permute(0, 3, 1, 2))
+    assert torch.equal(_first_batch_with(check_images(arrays), preset), expected)
+
+
+def _first_batch_with(inputs, transform):
+    return next(inputs.batches(transform, 64))
+
+
+def test_files_above_the_pixel_limit_are_named_with_their_index(image_folder, monkeypatch):
+    paths, _ = load_image_folder(image_folder)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1500)  # the files hold 1,200 to 1,600
+    inputs = check_images(paths)
+    with pytest.warns(Image.DecompressionBombWarning):
+        with pytest.raises(ValueError, match=r"2\.png' \(sample 2\) is 40x40 = 1,600 pixels"):
+            list(inputs.batches(lambda t: t[:, :8, :8], batch_size=6))

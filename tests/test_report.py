@@ -86,6 +86,19 @@ def test_unreadable_images(tmp_path, capsys):
     check_clear_error(code, err, "cannot be read as images", "broken.jpg")
 
 
+def test_decompression_bomb_is_refused_by_name(tmp_path, capsys):
+    import struct
+    import zlib
+
+    root = make_tree(tmp_path / "data")
+    ihdr = b"IHDR" + struct.pack(">IIBBBBB", 40_000, 40_000, 8, 2, 0, 0, 0)  # header only
+    chunks = [struct.pack(">I", 13) + ihdr + struct.pack(">I", zlib.crc32(ihdr))]
+    chunks.append(struct.pack(">I", 0) + b"IEND" + struct.pack(">I", zlib.crc32(b"IEND")))
+    (root / "bees" / "bomb.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"".join(chunks))
+    code, err = run_cli([str(root), "--out", str(tmp_path / "o")], capsys)
+    check_clear_error(code, err, "cannot be read as images", "bomb.png", "decompression bomb")
+
+
 def test_npz_without_labels(tmp_path, capsys):
     path = tmp_path / "data.npz"
     np.savez(path, images=np.zeros((10, 8, 8), np.uint8))

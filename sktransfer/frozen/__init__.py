@@ -22,7 +22,7 @@ and the report) gets the same numbers at the same speed:
 from .engines import ENGINES, PRECISIONS, EngineWarning, resolve_engine
 from .files import StoreWarning, default_cache_dir
 from .network import FORWARD_COUNTS, FrozenNetwork, check_layers, has_lazy, tapped_network
-from .passes import pooled_features, run_statistics, store_context, stored_statistics
+from .passes import batching, pooled_features, run_statistics, store_context, stored_statistics
 from .pooling import POOLINGS, STATISTICS, pool, pool_statistics, pooled_width, statistics_for
 from .registry import Registry
 from .secret import StoreKeyError
@@ -44,6 +44,7 @@ __all__ = [
     "check_layers",
     "clear_cache",
     "default_cache_dir",
+    "batching",
     "get_cache",
     "has_lazy",
     "image_keys",
