@@ -24,6 +24,7 @@ FLOW = [
     "sktransfer.frozen.pooling",
     "sktransfer.frozen.registry",
     "sktransfer.frozen.files",
+    "sktransfer.frozen.secret",
     "sktransfer.frozen.engines",
     "sktransfer.frozen.network",
     "sktransfer.frozen.store",
@@ -46,6 +47,7 @@ FLOW = [
     "sktransfer.pruning",
     "sktransfer.lottery",
     "sktransfer.report_data",
+    "sktransfer.memo",
     "sktransfer.report",
     "sktransfer",
     "sktransfer.__main__",  # the command line: the package's user
