@@ -10,9 +10,9 @@ Keys
     identity (architecture, weights, preprocessing; :attr:`Backbone.identity`), the engine,
     device type and precision. Each *image key* is exact and cheap: the SHA-256 of an array
     image's bytes with its dtype and shape (hardware-accelerated, about 0.5 ms per megabyte;
-    arrays are never pickled), or a file's absolute path, size, modification and change times,
-    device and inode (a file rewritten in place gets a new change time even when its
-    modification time is restored with ``os.utime``). An entry is the dictionary
+    arrays are never pickled), or a file's absolute path, size, modification and change times
+    and inode (a file rewritten in place gets a new change time even when its modification
+    time is restored with ``os.utime``). An entry is the dictionary
     ``{(layer, form): row}`` of one image; a lookup hits only when every ``(layer, form)``
     asked for is present.
 
@@ -98,11 +98,9 @@ def _item_key(item) -> str:
             stat = os.stat(path)
         except OSError:
             return f"missing:{path}"  # decoding will raise the clear error
-        # ctime and inode: what os.utime cannot restore after the content changed
-        return (
-            f"file:{path}:{stat.st_size}:{stat.st_mtime_ns}:{stat.st_ctime_ns}:"
-            f"{stat.st_dev}:{stat.st_ino}"
-        )
+        # ctime and inode: what os.utime cannot restore after the content changed. Not the
+        # device number: machines mounting one network share number it differently.
+        return f"file:{path}:{stat.st_size}:{stat.st_mtime_ns}:{stat.st_ctime_ns}:{stat.st_ino}"
     if isinstance(item, Image.Image):
         digest = hashlib.sha256(f"pil{item.mode}{item.size}".encode())
         digest.update(item.tobytes())
