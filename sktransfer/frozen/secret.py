@@ -38,8 +38,10 @@ __all__ = ["StoreKeyError", "key_file", "seal", "secret_key", "unseal"]
 
 _KEY_BYTES = 32
 _MAC_BYTES = 32
-#: path -> ((device, inode, mtime, mode, owner), key): the key file is read again when it changes.
-_KEYS: dict[str, tuple[tuple, bytes]] = {}
+#: (SKTRANSFER_KEY_FILE, XDG_CONFIG_HOME, HOME) -> (the file's signature, key, path): the key file
+#: is read again when it changes.
+_KEYS: dict[tuple, tuple[tuple, bytes, str]] = {}
+
 _PROCESS_KEY: list[bytes] = []
 _LOCK = threading.Lock()
 
@@ -59,14 +61,15 @@ def key_file() -> tuple[Path, bool]:
 
 def secret_key() -> bytes:
     """The user's key (see the module docstring), created on first use."""
-    path, named = key_file()
-    known = _KEYS.get(str(path))
+    where = _where()
+    known = _KEYS.get(where)
     if known is not None:  # one stat per use: a key file changed since is checked again
         with contextlib.suppress(OSError):
-            if _signature(os.stat(path)) == known[0]:
+            if _signature(os.stat(known[2])) == known[0]:
                 return known[1]
     elif _PROCESS_KEY:  # the key file could not be created earlier in this process
         return _PROCESS_KEY[0]
+    path, named = key_file()
     with _LOCK:
         try:
             return _read_key(path, named)
@@ -107,8 +110,16 @@ def _read_checked_key(path: Path, named: bool) -> bytes:
             "created (stored entries are then recomputed), or write one with `python -c "
             '"import secrets; print(secrets.token_hex(32))"`.'
         )
-    _KEYS[str(path)] = (_signature(info), key)
+    where = _where()
+    _KEYS[where] = (_signature(info), key, str(path))
     return key
+
+
+def _where() -> tuple:
+    """What :func:`key_file` depends on, cheap to read on every use."""
+    return tuple(
+        os.environ.get(name) for name in ("SKTRANSFER_KEY_FILE", "XDG_CONFIG_HOME", "HOME")
+    )
 
 
 def _signature(info: os.stat_result) -> tuple:

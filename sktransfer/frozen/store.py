@@ -41,6 +41,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import math
 import os
 import re
 import struct
@@ -462,7 +463,7 @@ def _decode(data: bytes, context: str, key: str) -> dict | None:
         offset = 4 + header_length
         entry = {}
         for name, shape in names.items():
-            count = int(np.prod(shape))
+            count = math.prod(shape)
             row = np.frombuffer(payload, np.float32, count, offset).reshape(shape)
             offset += 4 * count
             layer, form = name.split("\t")
