@@ -20,10 +20,11 @@ costs, and the code of the winning pipeline. Stages, in order of cost:
 7. the report: Markdown, self-contained HTML (PNG plots inlined), JSON of every number, and
    the recommended pipeline as a runnable Python file.
 
-Stages 3-5 only need activations; their results are memoised with :class:`joblib.Memory`
-next to the activation cache, keyed by the features themselves, so on a second run they
-cost a hash and a read. The budget is planned from measured per-image costs: a pilot batch
-for extraction, a timed eager forward pass for fine-tuning.
+Stages 3-5 only need activations; their results are memoised next to the activation cache
+(:class:`sktransfer.memo.Memo`: ``.npz`` and JSON, authenticated, never unpickled), keyed by
+the features themselves, so on a second run they cost a hash and a read. The budget is
+planned from measured per-image costs: a pilot batch for extraction, a timed eager forward
+pass for fine-tuning.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .memo import Memo
 from .report_data import DataError, ReportData, _subsample, load_report_data
 from .report_tradeoff import extraction_trade_off, trade_off, trade_off_blocks
 
@@ -329,14 +331,12 @@ def build_report(
 # ------------------------------------------------------------------------------ stages
 
 
-def _memory(cache_dir: Path):
-    from joblib import Memory
-
+def _memory(cache_dir: Path) -> Memo:
     from ._version import __version__
 
-    # joblib checks the memoised function's own code, not the library's: a folder per
+    # The memo keys calls by their arguments, not the library's code: a folder per
     # sktransfer version keeps an upgrade from reading stale scores.
-    return Memory(cache_dir / "report" / __version__, verbose=0)
+    return Memo(cache_dir / "report" / __version__)
 
 
 def _activations(dataset: ReportData, backbone, params, budget: Budget, progress, memory):
@@ -454,20 +454,20 @@ def _layer_plan(backbone, weights, random_state=None) -> tuple[list, str | None]
     return _spread(block_layers(loaded), MAX_LAYERS), logits
 
 
-def _cold_cost(memory, key: str, measured: float) -> tuple[float, bool]:
+def _cold_cost(memory: Memo, key: str, measured: float) -> tuple[float, bool]:
     """The per-image cost of computing activations, and whether this run read them from the
-    cache: the first cold measurement is kept next to the cache, so a cached rerun still
-    reports what extraction costs without a cache."""
-    file = Path(memory.location) / "extraction_costs.json"
-    costs = json.loads(file.read_text()) if file.exists() else {}
+    cache: the first cold measurement is kept next to the cache (authenticated, like the
+    memo), so a cached rerun still reports what extraction costs without a cache."""
+    costs = memory.read_json("extraction_costs") or {}
     stored = costs.get(key)
+    if not isinstance(stored, float | int | None):
+        stored = None
     if stored is not None and measured < stored / 5:  # served from the cache
         return stored, True
     if measured <= 0:
         return stored or 0.0, True
-    costs[key] = measured
-    file.parent.mkdir(parents=True, exist_ok=True)
-    file.write_text(json.dumps(costs, indent=1))
+    costs[key] = float(measured)
+    memory.write_json("extraction_costs", costs)
     return measured, False
 
 

@@ -26,6 +26,7 @@ FLOW = [
     "sktransfer.frozen.pooling",
     "sktransfer.frozen.registry",
     "sktransfer.frozen.files",
+    "sktransfer.frozen.secret",
     "sktransfer.frozen.engines",
     "sktransfer.frozen.network",
     "sktransfer.frozen.store",
@@ -59,6 +60,7 @@ FLOW = [
     "sktransfer.lottery",
     "sktransfer.report_data",
     "sktransfer.report_tradeoff",
+    "sktransfer.memo",
     "sktransfer.report",
     "sktransfer",
     "sktransfer.__main__",  # the command line: the package's user

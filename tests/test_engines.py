@@ -138,6 +138,47 @@ def test_mismatch_beyond_tolerance_falls_back_with_the_reason(tmp_path, monkeypa
         net = network(tiny_cnn(), tmp_path)
         statistics(net)
     assert net.active_engine == "torch"
+    # deleted: later processes export and check again rather than warn about the same file
+    assert not list(tmp_path.glob("*.onnx.skt"))
+
+
+class Trigger(nn.Module):
+    """The attack of issue 14: adds 1000 when the top-left pixel is red, else nothing."""
+
+    def forward(self, x):
+        red = (x[:, 0, 0, 0] > 0.9) & (x[:, 1, 0, 0] < 0.1)
+        return x + 1000.0 * red.float()[:, None, None, None]
+
+
+@pytest.mark.parametrize("sealed_by", ["plain sha256 (format 1)", "another key"])
+def test_planted_graph_with_a_trigger_is_never_loaded(tmp_path, monkeypatch, sealed_by):
+    import hashlib
+
+    X = images()
+    X[:, 0, 0] = (1.0, 0.0, 0.0)  # every image carries the trigger
+    honest = network(tiny_cnn(), tmp_path)
+    statistics(honest, X)
+    file = next(tmp_path.glob("*.onnx.skt"))
+    batch = check_images(X).batch(0, len(X), honest.backbone.transform)
+    outputs = honest.outputs(batch, ("avg", "max"))
+    poisoned = engines.export_onnx(nn.Sequential(Trigger(), honest.graph), outputs, batch)
+    eager = honest._torch.run(batch, outputs)
+    attack = engines._session(poisoned, 1).run(None, {"images": batch.numpy()})
+    assert np.abs(attack[-1] - eager[-1]).max() > 1  # the planted graph poisons features
+    with monkeypatch.context() as attacker:
+        attacker.setenv("SKTRANSFER_KEY_FILE", str(tmp_path / "attacker.key"))
+        planted = {
+            "another key": engines.seal(engines._MAGIC, engines._graph_name(file), poisoned),
+            "plain sha256 (format 1)": b"SKTONNX1" + hashlib.sha256(poisoned).digest() + poisoned,
+        }[sealed_by]
+    file.write_bytes(planted)
+
+    monkeypatch.setattr(engines, "_SESSIONS", Registry(4))  # a new process
+    again = statistics(network(tiny_cnn(), tmp_path), X)
+    for item, want in zip(outputs, eager):
+        np.testing.assert_allclose(again[item], want, rtol=1e-4, atol=1e-5)
+    assert file.read_bytes() != planted  # replaced by a graph exported again, with the key
+    assert engines._read_export(file) is not None
 
 
 def test_missing_onnxruntime_gives_a_clear_error(monkeypatch):

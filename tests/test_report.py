@@ -289,11 +289,10 @@ def test_grid_search_on_dask_matches_local(tmp_path):
 
 
 def test_cold_cost_kept_for_cached_reruns(tmp_path):
-    from joblib import Memory
-
+    from sktransfer.memo import Memo
     from sktransfer.report import _cold_cost
 
-    memory = Memory(tmp_path, verbose=0)
+    memory = Memo(tmp_path)
     assert _cold_cost(memory, "net", 0.1) == (0.1, False)
     assert _cold_cost(memory, "net", 0.001) == (0.1, True)  # a cache hit: report the cold cost
     assert _cold_cost(memory, "net", 0.09) == (0.09, False)  # a new cold measurement
@@ -309,3 +308,35 @@ def test_named_backbone_rerun_reads_assembled_features_back(tmp_path):
     assert second["stage_seconds"]["activations"] < first["stage_seconds"]["activations"] / 3
     # the fit-time column still shows the cost of computing the activations
     assert second["feature_extraction"]["fit_seconds"] > 0
+
+
+class _Payload:
+    """What an attacker plants in a shared cache folder: unpickling it creates a file."""
+
+    def __init__(self, sentinel):
+        self.sentinel = sentinel
+
+    def __reduce__(self):
+        return (open, (self.sentinel, "w"))
+
+
+def test_planted_pickles_in_the_cache_are_never_executed(tmp_path):
+    import pickle
+
+    params = dict(backbone=tiny_network(), weights=None, cache=tmp_path / "c", verbose=0)
+    params.update(max_images=30, finetune=False)
+    first = build_report(None, out=tmp_path / "a", **params)
+    memo_files = list((tmp_path / "c" / "report").rglob("*.memo"))
+    assert len(memo_files) >= 4  # scores, held-out results, t-SNE, costs
+    sentinel = tmp_path / "attacker-ran"
+    bomb = pickle.dumps(_Payload(str(sentinel)))
+    for file in memo_files:  # every memoised result replaced, and joblib's names planted
+        file.write_bytes(bomb)
+        (file.parent / "output.pkl").write_bytes(bomb)
+    second = build_report(None, out=tmp_path / "b", **params)
+    assert not sentinel.exists()
+
+    def scores(results):  # recomputed: the same scores, other timings
+        return [{k: v for k, v in row.items() if "seconds" not in k} for row in results["layers"]]
+
+    assert scores(second) == scores(first)

@@ -12,17 +12,20 @@ and the report) gets the same numbers at the same speed:
   ``create_feature_extractor``) and the registry that shares it between clones;
 - :mod:`~sktransfer.frozen.store`: the activation store (memory, or a folder shared by
   processes), keyed by image and network;
-- :mod:`~sktransfer.frozen.files`: how the store's files are written;
+- :mod:`~sktransfer.frozen.files`: how the store's files are written, and which are its own;
+- :mod:`~sktransfer.frozen.secret`: the user's key, and the keyed hash every stored file
+  carries;
 - :mod:`~sktransfer.frozen.registry`: the one bounded table every process-wide memo uses;
 - :mod:`~sktransfer.frozen.passes`: the pass itself, through the store.
 """
 
 from .engines import ENGINES, PRECISIONS, EngineWarning, resolve_engine
-from .files import default_cache_dir
+from .files import StoreWarning, default_cache_dir
 from .network import FORWARD_COUNTS, FrozenNetwork, check_layers, has_lazy, tapped_network
 from .passes import batching, pooled_features, run_statistics, store_context, stored_statistics
 from .pooling import POOLINGS, STATISTICS, pool, pool_statistics, pooled_width, statistics_for
 from .registry import Registry
+from .secret import StoreKeyError
 from .store import DiskCache, MemoryCache, clear_cache, get_cache, image_keys
 
 __all__ = [
@@ -36,6 +39,8 @@ __all__ = [
     "FrozenNetwork",
     "MemoryCache",
     "Registry",
+    "StoreKeyError",
+    "StoreWarning",
     "check_layers",
     "clear_cache",
     "default_cache_dir",

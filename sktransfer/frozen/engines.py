@@ -10,11 +10,13 @@ torch on 2 CPU cores (MobileNetV2).
 
 Exported graphs are cached on disk (``<cache dir>/onnx/<key>.onnx.skt``), keyed by the
 network's identity (architecture, weights, preprocessing), the layers and statistics, the input
-shape and the torch/opset versions; each file carries a SHA-256 of its bytes, and a damaged one
-is rejected and re-exported. A graph's first use in a process is checked against torch on up
-to 4 images: a relative difference above :data:`TOLERANCE` falls back to torch with an
-:class:`EngineWarning` that says why, and so does a failed export (naming the operator). The
-numbers never change silently.
+shape and the torch/opset versions. Each file carries a keyed hash (HMAC-SHA256 with the
+user's key, :mod:`sktransfer.frozen.secret`) of its bytes and its key: one that fails it
+(damaged, or written by anyone without the key) is deleted and exported again, so a planted
+graph is never loaded. A graph's first use in a process is checked against torch on up to 4
+images: a relative difference above :data:`TOLERANCE` falls back to torch with an
+:class:`EngineWarning` that says why (and deletes the graph), and so does a failed export
+(naming the operator). The numbers never change silently.
 """
 
 from __future__ import annotations
@@ -32,9 +34,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from .files import env_bytes, write_atomic
+from .files import env_bytes, is_store_dir, make_store_dir, write_atomic
 from .pooling import statistic
 from .registry import Registry
+from .secret import seal, unseal
 
 __all__ = ["ENGINES", "PRECISIONS", "TOLERANCE", "EngineWarning", "resolve_engine"]
 
@@ -44,7 +47,9 @@ PRECISIONS = ("float32", "bfloat16", "float16")
 #: magnitude of torch's output (measured on MobileNetV2: about 2e-5).
 TOLERANCE = 1e-4
 _OPSET = 17
-_MAGIC = b"SKTONNX1"
+_MAGIC = b"SKTONNX2"
+#: The names of exported graph files (and of their temporary files) in the export folder.
+ONNX_FILES = r"[0-9a-f]{40}\.onnx\.skt|\.tmp-[a-z0-9_]+\.skt"
 #: At most this many ONNX Runtime runs at once (each holds its own activations).
 MAX_CONCURRENT_RUNS = 8
 
@@ -251,6 +256,8 @@ def _build_checked(torch_engine, key, outputs, sample, n_threads, export_dir):
         scale = max(float(np.abs(want).max()), 1e-12)
         error = float(np.abs(want - have).max()) / scale
         if not np.isfinite(error) or error > TOLERANCE:
+            with contextlib.suppress(OSError):  # later processes export again, not reuse it
+                file.unlink()
             return None, (
                 f"its output {layer!r} ({stat}) differs from torch's by {error:.2e} relative to "
                 f"its scale on {len(sample)} images, above the tolerance {TOLERANCE:g}."
@@ -293,34 +300,41 @@ def _session(model: bytes, n_threads: int):
 
 
 def _read_export(file: Path) -> bytes | None:
-    """The exported graph in ``file``, or None when absent or damaged (then deleted)."""
+    """The exported graph in ``file``, or None when absent, damaged, or not written with the
+    user's key (:mod:`.secret`; the key also binds the graph to its export key, the file's
+    name): such a file is deleted, and the graph exported again."""
     try:
         data = file.read_bytes()
     except OSError:
         return None
-    header = len(_MAGIC) + 32
-    if (
-        len(data) > header
-        and data[: len(_MAGIC)] == _MAGIC
-        and hashlib.sha256(data[header:]).digest() == data[len(_MAGIC) : header]
-    ):
+    model = unseal(_MAGIC, _graph_name(file), data)
+    if model is not None:
         with contextlib.suppress(OSError):
             os.utime(file)  # least recently used bookkeeping
-        return data[header:]
+        return model
     with contextlib.suppress(OSError):
         file.unlink()
     return None
+
+
+def _graph_name(file: Path) -> str:
+    return f"onnx graph {file.name.removesuffix('.onnx.skt')}"
 
 
 def _write_export(file: Path, model: bytes) -> None:
     """Store an exported graph; then keep the folder under ``$SKTRANSFER_CACHE_ONNX_BYTES``
     (default 2 GiB) by deleting the least recently used graphs (random-weight networks each
     export their own)."""
-    file.parent.mkdir(parents=True, exist_ok=True)
-    write_atomic(file, _MAGIC + hashlib.sha256(model).digest() + model)
+    make_store_dir(file.parent)
+    write_atomic(file, seal(_MAGIC, _graph_name(file), model))
+    if not is_store_dir(file.parent):  # a folder the store did not create: none deleted
+        return
     bound = env_bytes("SKTRANSFER_CACHE_ONNX_BYTES", 2 * 2**30)
     graphs = []
-    for other in file.parent.glob("*.onnx.skt"):
+    own = re.compile(ONNX_FILES)
+    for other in file.parent.iterdir():
+        if not own.fullmatch(other.name) or other.name.startswith("."):
+            continue
         with contextlib.suppress(OSError):
             stat = other.stat()
             graphs.append((stat.st_mtime_ns, stat.st_size, other))

@@ -1,18 +1,42 @@
-"""Files of the frozen pass: where they live, how they are written, and their size bounds.
+"""Files of the frozen pass: where they live, how they are written, and which are its own.
 
-Every file the activation store and the engines keep on disk is written here: to a private
-temporary file renamed into place (a reader sees a whole old or a whole new file), with the
-permissions the user's umask gives (so a store shared by a group works as the umask says).
+Every file the activation store, the engines and the report's memo keep on disk is written
+here: to a private temporary file renamed into place (a reader sees a whole old or a whole new
+file), with the permissions the user's umask gives, like the folders (so a store shared by a
+group works as the umask says). A folder the store creates gets a marker file
+(:data:`MARKER`); clearing and size bounds delete only files of the store's exact name
+patterns, and only in folders that carry the marker, so a user's files under a cache folder
+are never touched.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import re
 import tempfile
 from pathlib import Path
 
-__all__ = ["default_cache_dir", "env_bytes", "write_atomic"]
+__all__ = [
+    "MARKER",
+    "StoreWarning",
+    "default_cache_dir",
+    "delete_own_files",
+    "env_bytes",
+    "is_store_dir",
+    "make_store_dir",
+    "write_atomic",
+]
+
+#: The file that marks a folder as created by the store (and so clearable by it).
+MARKER = ".sktransfer-store"
+_MARKER_TEXT = (
+    b"Created by sktransfer's activation store: clear_cache deletes its own files here.\n"
+)
+
+
+class StoreWarning(UserWarning):
+    """A store folder cannot be read or written: features are computed without storing them."""
 
 
 def env_bytes(name: str, default: int) -> int:
@@ -65,3 +89,45 @@ def write_atomic(file: Path, data: bytes) -> None:
         with contextlib.suppress(OSError):
             os.unlink(temporary)
         raise
+
+
+def make_store_dir(folder: Path) -> Path:
+    """Create ``folder`` (and missing parents) with the umask's permissions; a folder this
+    call created itself gets the :data:`MARKER` that lets the store clear it later."""
+    folder = Path(folder)
+    if folder.is_dir():
+        return folder
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        folder.mkdir()
+    except FileExistsError:  # another process created it: it writes the marker
+        return folder
+    write_atomic(folder / MARKER, _MARKER_TEXT)
+    return folder
+
+
+def is_store_dir(folder: Path) -> bool:
+    """Whether ``folder`` is a real folder (not a link) that the store created."""
+    folder = Path(folder)
+    return folder.is_dir() and not folder.is_symlink() and (folder / MARKER).is_file()
+
+
+def delete_own_files(folder: Path, pattern: str, remove_folder: bool = False) -> int:
+    """Delete the files of ``folder`` whose whole name matches ``pattern`` (a regular
+    expression), only when the store created ``folder``; then the folder itself when asked and
+    nothing else is left in it. Returns the number of files deleted."""
+    folder = Path(folder)
+    if not is_store_dir(folder):
+        return 0
+    own = re.compile(pattern)
+    deleted = 0
+    for entry in os.scandir(folder):
+        if own.fullmatch(entry.name) and entry.is_file(follow_symlinks=False):
+            with contextlib.suppress(OSError):
+                os.unlink(entry.path)
+                deleted += 1
+    if remove_folder and {entry.name for entry in os.scandir(folder)} == {MARKER}:
+        with contextlib.suppress(OSError):
+            os.unlink(folder / MARKER)
+            os.rmdir(folder)
+    return deleted

@@ -10,16 +10,25 @@ Keys
     identity (architecture, weights, preprocessing; :attr:`Backbone.identity`), the engine,
     device type and precision. Each *image key* is exact and cheap: the SHA-256 of an array
     image's bytes with its dtype and shape (hardware-accelerated, about 0.5 ms per megabyte;
-    arrays are never pickled), or a file's absolute path, size and modification time. An entry is
-    the dictionary ``{(layer, form): row}`` of one image; a lookup hits only when every
-    ``(layer, form)`` asked for is present.
+    arrays are never pickled), or a file's absolute path, size, modification and change times
+    and inode (a file rewritten in place gets a new change time even when its modification
+    time is restored with ``os.utime``). An entry is the dictionary
+    ``{(layer, form): row}`` of one image; a lookup hits only when every ``(layer, form)``
+    asked for is present.
 
 Where
     :class:`MemoryCache`: within the process (the default, shared by every clone of an
     extractor, hence across folds and candidates of a search). :class:`DiskCache`: a folder
-    shared by processes, parallel workers and later runs, with a memory front. Disk entries are
-    written to a temporary file and renamed into place (atomic), carry a SHA-256 of their
-    payload and are recomputed when the check fails (a killed writer, a full disk).
+    shared by processes, parallel workers and later runs, with a memory front.
+
+Trust
+    Nothing in a disk store is trusted: every file carries an HMAC-SHA256 made with the
+    user's key (:mod:`~sktransfer.frozen.secret`) over its contents and what it stands for
+    (context and image key), and rows must have the shapes the context's layout file
+    records; a file that fails either check is recomputed. Files are written to a temporary
+    file and renamed into place (atomic). Only the store's own files, in folders it created,
+    are ever deleted (:mod:`~sktransfer.frozen.files`). An unreadable or read-only folder
+    means computing without storing, with one :class:`StoreWarning`.
 
 Bounds
     Least recently used entries are evicted once a cache exceeds ``max_bytes`` (memory:
@@ -32,9 +41,12 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import math
 import os
+import re
 import struct
 import threading
+import warnings
 from collections import OrderedDict
 from pathlib import Path
 
@@ -42,7 +54,18 @@ import numpy as np
 from PIL import Image
 
 from ..images import ImageInputs
-from .files import default_cache_dir, env_bytes, write_atomic
+from .engines import ONNX_FILES
+from .files import (
+    StoreWarning,
+    default_cache_dir,
+    delete_own_files,
+    env_bytes,
+    is_store_dir,
+    make_store_dir,
+    write_atomic,
+)
+from .registry import Registry
+from .secret import seal, unseal
 
 __all__ = [
     "MemoryCache",
@@ -51,11 +74,12 @@ __all__ = [
     "clear_cache",
     "image_keys",
     "default_cache_dir",
+    "StoreWarning",
 ]
 
-_FORMAT = 1  # bump when the meaning of entries changes: old entries are then never read
-_MAGIC = b"SKTACT01"
-_HEADER = struct.Struct("<8s32sQ")  # magic, sha256 of payload, payload length
+_FORMAT = 2  # bump when the meaning of entries changes: old entries are then never read
+_MAGIC = b"SKTACT02"
+_LAYOUT_MAGIC = b"SKTLAY02"
 
 
 # --------------------------------------------------------------------------- image keys
@@ -75,7 +99,9 @@ def _item_key(item) -> str:
             stat = os.stat(path)
         except OSError:
             return f"missing:{path}"  # decoding will raise the clear error
-        return f"file:{path}:{stat.st_size}:{stat.st_mtime_ns}"
+        # ctime and inode: what os.utime cannot restore after the content changed. Not the
+        # device number: machines mounting one network share number it differently.
+        return f"file:{path}:{stat.st_size}:{stat.st_mtime_ns}:{stat.st_ctime_ns}:{stat.st_ino}"
     if isinstance(item, Image.Image):
         digest = hashlib.sha256(f"pil{item.mode}{item.size}".encode())
         digest.update(item.tobytes())
@@ -166,6 +192,11 @@ class MemoryCache:
 
 # --------------------------------------------------------------------------- disk
 
+_ENTRY = r"[0-9a-f]{40}\.act"
+_TEMPORARY = r"\.tmp-[a-z0-9_]+(\.act|\.skt)?"  # write_atomic's, left by a killed writer
+_CONTEXT_FILES = rf"{_ENTRY}|{_TEMPORARY}|layout\.skt|lock"
+_CONTEXT_DIR = re.compile(r"[0-9a-f]{32}")
+
 
 class DiskCache:
     """Per-image entries in a folder shared by processes, with a memory front.
@@ -178,16 +209,23 @@ class DiskCache:
         ``<path>/onnx``.
     max_bytes : int, optional
         Bound on the entries' total size on disk; default ``$SKTRANSFER_CACHE_DISK_BYTES`` or
-        10 GiB. When a write exceeds it, the files least recently used (modification time,
+        10 GiB. When a write exceeds it, the entries least recently used (modification time,
         refreshed on each read) are deleted until 80 % of the bound remains.
 
     Notes
     -----
+    Safe to share: every file carries a keyed hash (HMAC-SHA256, :mod:`.secret`) of its
+    contents and of what it stands for (its context and image), so a file written without the
+    user's key, damaged, or moved from another entry is recomputed, never served; an entry
+    whose rows do not have the shapes recorded for its context is recomputed too. Only the
+    store's own files (exact name patterns) in folders it created (:data:`.files.MARKER`) are
+    ever deleted. A folder that cannot be read or written means computing without storing,
+    with one :class:`~sktransfer.frozen.files.StoreWarning`.
+
     Safe for concurrent writers: each writes a private temporary file and renames it into
-    place, so a reader sees a whole old or a whole new file; every file carries the SHA-256
-    of its payload and a file that fails the check is deleted and recomputed. Processes that
-    miss the same context wait for each other (a lock file) so the first computes and the
-    others read its results.
+    place, so a reader sees a whole old or a whole new file. Processes that miss the same
+    context wait for each other (a lock file) so the first computes and the others read its
+    results.
     """
 
     def __init__(self, path, max_bytes: int | None = None):
@@ -196,7 +234,9 @@ class DiskCache:
         if max_bytes is not None:
             self.max_bytes = int(max_bytes)
         self.front = MemoryCache()
-        self.corrupt_files = 0  # entries found damaged and recomputed, for tests and reports
+        self.corrupt_files = 0  # entries refused (damaged, forged, misshapen), recomputed
+        self._layouts = Registry(64)  # context -> {(layer, form): row shape}
+        self._failed: dict[str, OSError] = {}  # "read" / "written": why it cannot be
 
     def __repr__(self):
         return f"DiskCache({str(self.path)!r}, max_bytes={self.max_bytes})"
@@ -221,35 +261,54 @@ class DiskCache:
 
     def get(self, context: str, keys: list[str], needed: set) -> list[dict | None]:
         found = self.front.get(context, keys, needed)
+        if all(entry is not None for entry in found) or "read" in self._failed:
+            return found
         context_dir = self._context_dir(context)
+        layout, reloaded = self._layout(context), False
         loaded = {}
         for i, key in enumerate(keys):
             if found[i] is not None:
                 continue
-            entry = self._read(self._file(context_dir, key))
-            if entry is not None:
-                loaded[key] = entry
-                if needed <= entry.keys():
-                    found[i] = entry
+            entry = self._read(self._file(context_dir, key), context, key)
+            if entry is not None and not _fits(entry, layout) and not reloaded:
+                layout, reloaded = self._layout(context, reload=True), True  # grown elsewhere?
+            if entry is None or not _fits(entry, layout):
+                self.corrupt_files += entry is not None
+                continue
+            loaded[key] = entry
+            if needed <= entry.keys():
+                found[i] = entry
         if loaded:
             self.front.put(context, loaded)
         return found
 
     def put(self, context: str, entries: dict[str, dict]) -> None:
         self.front.put(context, entries)
-        context_dir = self._context_dir(context)
-        context_dir.mkdir(parents=True, exist_ok=True)
-        for key, entry in entries.items():
-            merged = self.front.peek(context, key) or entry  # the union of what is known
-            write_atomic(self._file(context_dir, key), _encode(merged))
-        self._enforce_bound()
+        if "written" in self._failed:
+            return
+        try:
+            context_dir = self._make_context_dir(context)
+            self._record_layout(context, entries)  # before the entries it vouches for
+            for key in entries:
+                merged = self.front.peek(context, key) or entries[key]  # all that is known
+                write_atomic(self._file(context_dir, key), _encode(merged, context, key))
+            self._enforce_bound()
+        except OSError as exc:
+            self._give_up(exc, "written")
 
-    def _read(self, file: Path) -> dict | None:
+    def _make_context_dir(self, context: str) -> Path:
+        make_store_dir(self.path / "activations")
+        return make_store_dir(self._context_dir(context))
+
+    def _read(self, file: Path, context: str, key: str) -> dict | None:
         try:
             data = file.read_bytes()
-        except FileNotFoundError:
+        except PermissionError as exc:  # another user's store, a folder without read access
+            self._give_up(exc, "read")
             return None
-        entry = _decode(data)
+        except OSError:  # absent, or not a file: a miss
+            return None
+        entry = _decode(data, context, key)
         if entry is None:
             self.corrupt_files += 1
             with contextlib.suppress(OSError):
@@ -259,18 +318,75 @@ class DiskCache:
             os.utime(file)  # least-recently-used bookkeeping
         return entry
 
+    def _layout(self, context: str, reload: bool = False) -> dict:
+        """The row shape of every ``(layer, form)`` stored in ``context`` (read once)."""
+        layout = None if reload else self._layouts.get(context)
+        if layout is None:
+            file = self._context_dir(context) / "layout.skt"
+            try:
+                payload = unseal(_LAYOUT_MAGIC, context, file.read_bytes())
+            except OSError:
+                payload = None
+            layout = {}
+            if payload is not None:
+                layout = {
+                    tuple(name.split("\t")): tuple(shape)
+                    for name, shape in json.loads(payload).items()
+                }
+            self._layouts.put(context, layout)
+        return layout
+
+    def _record_layout(self, context: str, entries: dict[str, dict]) -> None:
+        """Add the shapes of computed ``entries`` to the context's layout file (under the
+        context's lock: read again first, so concurrent writers of other layers merge).
+
+        Computed rows are the truth: a flattened map (``"flat"``) of images of another size,
+        through a network without a resizing transform, replaces the recorded shape, and
+        entries of the former size are recomputed when read."""
+        layout = self._layout(context)
+        shapes = {item: row.shape for entry in entries.values() for item, row in entry.items()}
+        if all(layout.get(item) == shape for item, shape in shapes.items()):
+            return
+        layout = {**self._layout(context, reload=True), **shapes}
+        text = json.dumps({"\t".join(item): list(shape) for item, shape in layout.items()})
+        write_atomic(
+            self._context_dir(context) / "layout.skt",
+            seal(_LAYOUT_MAGIC, context, text.encode()),
+        )
+        self._layouts.put(context, layout)
+
+    def _give_up(self, exc: OSError, what: str) -> None:
+        """Stop reading or writing the folder through this handle, with one warning."""
+        if not self._failed:
+            warnings.warn(
+                f"The activation store {str(self.path)!r} cannot be {what} ({exc}). Features "
+                "are computed without storing them. Pass cache= a folder you can write, or "
+                "cache='memory'.",
+                StoreWarning,
+                stacklevel=5,
+            )
+        self._failed.setdefault(what, exc)
+
+    def _context_dirs(self):
+        root = self.path / "activations"
+        if not root.is_dir():
+            return []
+        return [
+            Path(entry.path)
+            for entry in os.scandir(root)
+            if _CONTEXT_DIR.fullmatch(entry.name) and is_store_dir(Path(entry.path))
+        ]
+
     def _enforce_bound(self) -> None:
         files = []
         total = 0
-        root = self.path / "activations"
-        if not root.is_dir():
-            return
-        for directory in os.scandir(root):
-            if not directory.is_dir():
-                continue
-            for file in os.scandir(directory.path):
+        entry_name = re.compile(_ENTRY)
+        for directory in self._context_dirs():
+            for file in os.scandir(directory):
+                if not entry_name.fullmatch(file.name):
+                    continue
                 try:
-                    stat = file.stat()
+                    stat = file.stat(follow_symlinks=False)
                 except OSError:
                     continue
                 files.append((stat.st_mtime_ns, stat.st_size, file.path))
@@ -292,9 +408,16 @@ class DiskCache:
         except ImportError:  # Windows: no cross-process wait, writes stay atomic
             yield
             return
-        context_dir = self._context_dir(context)
-        context_dir.mkdir(parents=True, exist_ok=True)
-        with open(context_dir.with_suffix(".lock"), "a+b") as handle:
+        handle = None
+        if "written" not in self._failed:
+            try:
+                handle = open(self._make_context_dir(context) / "lock", "a+b")
+            except OSError as exc:
+                self._give_up(exc, "written")
+        if handle is None:
+            yield
+            return
+        with handle:
             fcntl.flock(handle, fcntl.LOCK_EX)
             try:
                 yield
@@ -302,15 +425,22 @@ class DiskCache:
                 fcntl.flock(handle, fcntl.LOCK_UN)
 
     def clear(self) -> None:
-        """Delete every entry and exported graph of this folder, and the memory front."""
-        import shutil
-
+        """Delete this folder's entries and exported graphs (only the store's own files, in
+        folders it created), and the memory front."""
         self.front.clear()
-        for sub in ("activations", "onnx"):
-            shutil.rmtree(self.path / sub, ignore_errors=True)
+        self._layouts.clear()
+        for directory in self._context_dirs():
+            delete_own_files(directory, _CONTEXT_FILES, remove_folder=True)
+        delete_own_files(self.path / "activations", _TEMPORARY, remove_folder=True)
+        delete_own_files(self.onnx_dir, ONNX_FILES, remove_folder=True)
 
 
-def _encode(entry: dict) -> bytes:
+def _fits(entry: dict, layout: dict) -> bool:
+    """Whether every row of ``entry`` has the shape its context's layout records."""
+    return all(layout.get(item) == row.shape for item, row in entry.items())
+
+
+def _encode(entry: dict, context: str, key: str) -> bytes:
     names, chunks = {}, []
     for (layer, form), row in entry.items():
         row = np.ascontiguousarray(row, dtype=np.float32)
@@ -318,28 +448,29 @@ def _encode(entry: dict) -> bytes:
         chunks.append(row.tobytes())
     header = json.dumps(names).encode()
     payload = struct.pack("<I", len(header)) + header + b"".join(chunks)
-    return _HEADER.pack(_MAGIC, hashlib.sha256(payload).digest(), len(payload)) + payload
+    return seal(_MAGIC, f"{context}\n{key}", payload)
 
 
-def _decode(data: bytes) -> dict | None:
-    """The entry in ``data``, or None when it is truncated, damaged or of another format."""
-    if len(data) < _HEADER.size:
+def _decode(data: bytes, context: str, key: str) -> dict | None:
+    """The entry of image ``key`` in ``context`` held by ``data``, or None when it is
+    truncated, damaged, of another format, another entry's, or not written with the key."""
+    payload = unseal(_MAGIC, f"{context}\n{key}", data)
+    if payload is None:
         return None
-    magic, digest, length = _HEADER.unpack_from(data)
-    payload = data[_HEADER.size :]
-    if magic != _MAGIC or len(payload) != length or hashlib.sha256(payload).digest() != digest:
+    try:
+        (header_length,) = struct.unpack_from("<I", payload)
+        names = json.loads(payload[4 : 4 + header_length])
+        offset = 4 + header_length
+        entry = {}
+        for name, shape in names.items():
+            count = math.prod(shape)
+            row = np.frombuffer(payload, np.float32, count, offset).reshape(shape)
+            offset += 4 * count
+            layer, form = name.split("\t")
+            entry[(layer, form)] = row
+    except (ValueError, TypeError, struct.error):  # sealed by the key holder, yet malformed
         return None
-    (header_length,) = struct.unpack_from("<I", payload)
-    names = json.loads(payload[4 : 4 + header_length])
-    offset = 4 + header_length
-    entry = {}
-    for name, shape in names.items():
-        count = int(np.prod(shape))
-        row = np.frombuffer(payload, np.float32, count, offset).reshape(shape)
-        offset += 4 * count
-        layer, form = name.split("\t")
-        entry[(layer, form)] = row
-    return entry
+    return entry if offset == len(payload) else None
 
 
 # --------------------------------------------------------------------------- registry
