@@ -18,7 +18,7 @@ from .analysis import (
 from .backbones import Backbone, block_layers, list_backbones, list_layers, load_backbone
 from .extraction import DeepFeatureExtractor
 from .finetune import FineTuneClassifier
-from .frozen import DiskCache, EngineWarning, MemoryCache, clear_cache
+from .frozen import DiskCache, EngineWarning, MemoryCache, StoreWarning, clear_cache
 from .images import check_images, load_image_folder
 from .lottery import PrunedClassifier, plot_lottery
 from .postprocessing import (
@@ -56,6 +56,7 @@ __all__ = [
     "MemoryCache",
     "clear_cache",
     "EngineWarning",
+    "StoreWarning",
     "PrunedClassifier",
     "plot_lottery",
     "build_report",
