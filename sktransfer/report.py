@@ -34,13 +34,14 @@ import platform
 import re
 import sys
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from .report_budget import Budget, Progress
 from .report_data import DataError, ReportData, load_report_data
 from .report_paths import check_report_paths
+from .report_pipeline import _backbone_name, pipeline_code
 
 __all__ = ["DataError", "build_report"]
 
@@ -52,8 +53,6 @@ MAX_FINETUNE_EPOCHS = 3
 #: (held-out accuracy): feature extraction needs no training, and its cached forward pass
 #: serves every later fit.
 FINETUNE_MARGIN = 0.01
-#: The share of the budget held back for the last stages (plots, files).
-RESERVE = 0.1
 #: Layers scored (evenly spread over the network's blocks): each costs a probe and a fit.
 MAX_LAYERS = 8
 #: The activation pass is timed on a batch of this many images after a warm-up batch.
@@ -65,89 +64,6 @@ MIN_SUBSAMPLE = 64
 MIN_SAVING = 0.1
 #: t-SNE runs on at most this many images (a subsample), at about 50 ms per image here.
 TSNE_SAMPLES = 600
-
-
-@dataclass
-class Budget:
-    """Seconds left of the report's time budget, what is held back for later stages, and what
-    was shrunk or skipped to keep it.
-
-    ``start`` is when the clock started: the command line passes its own start, so start-up
-    and imports count. ``reserves`` are seconds held back for later stages, by what they are
-    for; every stage line and every skip note says them (:meth:`status`, :meth:`held`).
-    """
-
-    seconds: float
-    start: float = field(default_factory=time.perf_counter)
-    notes: list = field(default_factory=list)
-    reserves: dict = field(default_factory=dict)
-
-    def __post_init__(self):
-        self.reserves.setdefault("writing the report", RESERVE * self.seconds)
-
-    def elapsed(self) -> float:
-        return time.perf_counter() - self.start
-
-    def remaining(self) -> float:
-        """Seconds of the whole budget not yet spent."""
-        return max(0.0, self.seconds - self.elapsed())
-
-    def left(self) -> float:
-        """Seconds a stage may spend now: what remains less what is held for later stages."""
-        return self.remaining() - sum(self.reserves.values())
-
-    def hold(self, purpose: str, seconds: float) -> None:
-        self.reserves[purpose] = seconds
-
-    def release(self, purpose: str) -> None:
-        self.reserves.pop(purpose, None)
-
-    def held(self) -> str:
-        """``"12 s for writing the report and 23 s for t-SNE"``."""
-        parts = [f"{seconds:.0f} s for {purpose}" for purpose, seconds in self.reserves.items()]
-        return " and ".join(parts) if len(parts) < 3 else ", ".join(parts)
-
-    def status(self) -> str:
-        """``"83 s of budget left, holding 12 s for writing the report"``."""
-        text = f"{self.remaining():.0f} s of budget left"
-        return text + (f", holding {self.held()}" if self.reserves else "")
-
-
-class Progress:
-    """Stage lines on stderr and each stage's wall time."""
-
-    def __init__(self, budget: Budget, verbose: int, n_stages: int = 7):
-        self.budget, self.verbose, self.n_stages = budget, verbose, n_stages
-        self.times: dict[str, float] = {}
-        self._index = 0
-
-    def stage(self, name: str, detail: str = ""):
-        self._index += 1
-        if self.verbose:
-            print(
-                f"[{self._index}/{self.n_stages}] {name}{': ' + detail if detail else ''} "
-                f"({self.budget.status()})",
-                file=sys.stderr,
-                flush=True,
-            )
-        return _Timer(self, name)
-
-    def say(self, message: str) -> None:
-        if self.verbose:
-            print(f"      {message}", file=sys.stderr, flush=True)
-
-
-class _Timer:
-    def __init__(self, progress: Progress, name: str):
-        self.progress, self.name = progress, name
-
-    def __enter__(self):
-        self.start = time.perf_counter()
-        return self
-
-    def __exit__(self, *exc):
-        self.progress.times[self.name] = time.perf_counter() - self.start
-        return False
 
 
 def build_report(
@@ -740,126 +656,6 @@ def _finetune_description(finetune: dict) -> str:
 
 
 # ------------------------------------------------------------------------------ outputs
-
-
-def pipeline_code(
-    dataset: ReportData,
-    backbone,
-    weights,
-    recommendation: dict,
-    cache=None,
-    random_state: int = 0,
-) -> str:
-    """The recommended pipeline as a runnable Python script that reproduces the report's
-    number: the same images, split and subsample (through :func:`load_report_data` with the
-    report's ``max_images`` and ``random_state``), the same model and seed.
-
-    ``cache`` is the report's ``cache`` argument: None (the default folder) is written as
-    ``default_cache_dir()``, computed where the script runs, so the script reads the report's
-    activations back; another folder is not written into the script (it is a path of the
-    machine that wrote the report), only named in a comment as an option.
-    """
-    name = _backbone_name(backbone)
-    lines = [
-        '"""The pipeline recommended by `sktransfer report`: it reproduces the report\'s '
-        'held-out accuracy.\n\nRun: python recommended_pipeline.py [DATA]\n"""',
-        "",
-        "import sys",
-        "",
-        "from sktransfer.report_data import load_report_data",
-        "",
-        *_data_lines(dataset, random_state),
-        "",
-    ]
-    weights_arg = "" if weights == "DEFAULT" else f", weights={weights!r}"
-    if recommendation["approach"] == "fine-tuning":
-        params = ", ".join(f"{k}={v!r}" for k, v in recommendation["params"].items())
-        lines += [
-            "import torch",
-            "",
-            "from sktransfer import FineTuneClassifier",
-            "",
-            f"torch.set_num_threads({recommendation['torch_threads']})  # as in the report: "
-            "the same arithmetic, the same number",
-            f"model = FineTuneClassifier({name!r}{weights_arg}, {params}, random_state=0)",
-        ]
-    else:
-        seed_arg = f", random_state={random_state!r}" if weights is None else ""
-        if cache is None:
-            cache_lines = [
-                "from sktransfer.frozen import default_cache_dir",
-                "",
-                "# cache: where the report stored the activations, so the fit reads them back",
-                "cache = default_cache_dir() / 'activations'",
-            ]
-            cache_arg = ", cache=cache"
-        else:
-            cache_lines = [
-                "# Pass cache=<the report's --cache folder> to DeepFeatureExtractor to read the",
-                "# report's activations back instead of computing them.",
-            ]
-            cache_arg = ""
-        lines += [
-            "from sklearn.linear_model import LogisticRegression",
-            "from sklearn.pipeline import make_pipeline",
-            "from sklearn.preprocessing import StandardScaler",
-            "",
-            "from sktransfer import DeepFeatureExtractor",
-            "",
-            *cache_lines,
-            "model = make_pipeline(",
-            f"    DeepFeatureExtractor({name!r}{weights_arg}, "
-            f"layers={recommendation['layer']!r}{seed_arg}{cache_arg}),",
-            "    StandardScaler(),",
-            "    LogisticRegression(C=0.1, max_iter=2000),",
-            ")",
-        ]
-    lines += [
-        "model.fit(X_train, y_train)",
-        "accuracy = model.score(X_test, y_test)",
-        f'print(f"test accuracy: {{accuracy:.3f}} (the report: {recommendation["accuracy"]:.3f})")',
-        "",
-    ]
-    if not isinstance(backbone, str):
-        lines.insert(2, f"# The backbone was a custom {name} module: replace {name!r} by it.")
-    return _imports_first(lines)
-
-
-def _data_lines(dataset: ReportData, random_state: int) -> list[str]:
-    """The report's images and split, read as the report read them."""
-    location = None if dataset.location is None else str(Path(dataset.location).resolve())
-    what = "scikit-learn's bundled digits" if location is None else "the report's DATA"
-    return [
-        f"# {what}; another one: python recommended_pipeline.py PATH",
-        f"DATA = {location!r}",
-        "# The report's images, test split and subsample (max_images=None keeps every image).",
-        "data = load_report_data(",
-        "    sys.argv[1] if len(sys.argv) > 1 else DATA,",
-        f"    max_images={dataset.max_images!r},",
-        f"    random_state={random_state!r},",
-        ")",
-        "X_train, y_train, X_test, y_test = data.X_train, data.y_train, data.X_test, data.y_test",
-    ]
-
-
-def _imports_first(lines: list[str]) -> str:
-    """The docstring, the imports (standard, third party, sktransfer), then the code."""
-    imports = [line for line in lines[1:] if line.startswith(("import ", "from "))]
-    body = [line for line in lines[1:] if line not in imports]
-
-    def group(line: str) -> int:
-        module = line.split()[1].split(".")[0]
-        return 0 if module in sys.stdlib_module_names else 2 if module == "sktransfer" else 1
-
-    ordered = sorted(set(imports), key=lambda line: (group(line), line.split()[1]))
-    groups = [[i for i in ordered if group(i) == g] for g in range(3)]
-    code = re.sub(r"\n{3,}", "\n\n", "\n".join(body).strip())
-    text = "\n\n".join([lines[0], *("\n".join(g) for g in groups if g), code])
-    return text + "\n"
-
-
-def _backbone_name(backbone) -> str:
-    return backbone if isinstance(backbone, str) else type(backbone).__name__
 
 
 def _machine() -> str:
