@@ -136,7 +136,9 @@ def build_report(
     """
     from .frozen import default_cache_dir
 
-    budget = Budget(float(budget_minutes) * 60, start=started or time.perf_counter())
+    budget = Budget(
+        float(budget_minutes) * 60, start=time.perf_counter() if started is None else started
+    )
     check_report_paths(data, out, cache, force=force)
     progress = Progress(budget, verbose)
     out = Path(out)
@@ -324,7 +326,7 @@ def _activations(
         progress.say(
             f"{per_image * 1000:.0f} ms per image; about {per_image * n_total:.0f} s for all"
         )
-        keep = _affordable_images(per_image, n_total, budget)
+        keep = _affordable_images(per_image, n_total, budget, dataset.min_subsample)
         if keep < n_total:
             budget.notes.append(
                 f"Activations: about {per_image * 1000:.0f} ms per image would take "
@@ -364,10 +366,12 @@ def _pilot_cost(extractor, X) -> tuple[float, float]:
     return warm, (time.perf_counter() - start) / PILOT_IMAGES
 
 
-def _affordable_images(per_image: float, n_total: int, budget: Budget) -> int:
+def _affordable_images(per_image: float, n_total: int, budget: Budget, least: int = 0) -> int:
     """All images, unless their pass would take more than half of what is left and a
-    subsample (at least ``MIN_SUBSAMPLE`` images) saves ``MIN_SAVING`` of the budget."""
-    keep = max(MIN_SUBSAMPLE, int(0.5 * budget.left() / max(per_image, 1e-9)))
+    subsample (at least ``MIN_SUBSAMPLE`` and ``least`` images) saves ``MIN_SAVING`` of the
+    budget."""
+    affordable = int(0.5 * budget.left() / max(per_image, 1e-9))
+    keep = max(MIN_SUBSAMPLE, least, affordable)
     if keep >= n_total or (n_total - keep) * per_image < MIN_SAVING * budget.seconds:
         return n_total
     return keep

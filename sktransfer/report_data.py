@@ -72,6 +72,12 @@ class ReportData:
             },
         }
 
+    @property
+    def min_subsample(self) -> int:
+        """The smallest subsample: 2 training and 1 test image per class."""
+        full = self._full or (self.X_train, self.y_train, self.X_test, self.y_test)
+        return 2 * len(np.unique(full[1])) + len(np.unique(full[3]))
+
     def subsample(self, max_images: int, random_state: int, why: str = "") -> None:
         """Keep a stratified subsample of ``max_images`` images of the whole data (not of an
         earlier subsample), at least 2 training and 1 test image per class.

@@ -195,6 +195,8 @@ def test_subsample_only_when_it_saves_a_real_share():
     # 1,200 images at 0.1 s: 120 s, over half of what is left, but 120 fewer images would
     # save only 12 s (5 % of the budget): keep them all
     assert _affordable_images(0.1, 1200, budget) == 1200
+    # never below the smallest stratified subsample (2 training + 1 test image per class)
+    assert _affordable_images(10.0, 1200, budget, least=303) == 303
 
 
 EXTRACTION = {"layer": "features.18", "accuracy": 0.954, "fit_seconds": 10.0}
