@@ -103,9 +103,9 @@ def pipeline_code(
 def _data_lines(dataset: ReportData, random_state: int) -> list[str]:
     """The report's images and split, read as the report read them."""
     location = None if dataset.location is None else str(Path(dataset.location).resolve())
-    what = "scikit-learn's bundled digits" if location is None else "the report's DATA"
+    what = "None: scikit-learn's bundled digits" if location is None else dataset.source
     return [
-        f"# {what}; another one: python recommended_pipeline.py PATH",
+        f"# The report's data ({what}); for another: python recommended_pipeline.py PATH",
         f"DATA = {location!r}",
         "# The report's images, test split and subsample (max_images=None keeps every image).",
         "data = load_report_data(",
