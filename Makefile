@@ -16,7 +16,7 @@ $(VENV)/.installed: pyproject.toml
 
 .PHONY: demo test lint notebooks
 demo: $(VENV)/.installed
-	$(BIN)/sktransfer report
+	$(BIN)/sktransfer report --force  # rerunnable: replaces its own earlier report
 
 test: $(VENV)/.installed
 	$(BIN)/ruff check sktransfer tests benchmarks

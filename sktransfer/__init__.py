@@ -3,75 +3,137 @@
 Feature extraction from pretrained networks (DeCAF), post-processing of deep features, and
 (see the other modules) fine-tuning, distillation and pruning, all as estimators that compose
 in Pipelines and GridSearchCV.
+
+``import sktransfer`` imports none of its modules: each public name is imported on first use
+(``from sktransfer import DeepFeatureExtractor`` or ``sktransfer.DeepFeatureExtractor``), so a
+program pays only for what it uses (the analysis tools pull in pandas and scipy, the training
+estimators skorch, the plots matplotlib). ``benchmarks/import_time.py`` measures it.
 """
 
-from . import analysis
-from ._version import __version__  # noqa: E402, F401
-from .analysis import (
-    h_score,
-    leep_score,
-    linear_cka,
-    logme_score,
-    rank_layers,
-    rbf_cka,
-)
-from .backbones import Backbone, block_layers, list_backbones, list_layers, load_backbone
-from .extraction import DeepFeatureExtractor
-from .finetune import FineTuneClassifier
-from .frozen import DiskCache, EngineWarning, MemoryCache, StoreWarning, clear_cache
-from .images import check_images, load_image_folder
-from .lottery import PrunedClassifier, plot_lottery
-from .postprocessing import (
-    FullNetworkScaler,
-    LayerwiseNormalizer,
-    TernaryDiscretizer,
-    full_network_layers,
-    make_full_network_embedding,
-)
-from .report import build_report
+from __future__ import annotations
 
+import importlib
+from typing import TYPE_CHECKING
+
+from ._version import __version__  # noqa: F401  (sktransfer.__version__)
+
+#: Each public name and the submodule that defines it, imported when the name is first used.
+_LAZY = {
+    "Backbone": "backbones",
+    "block_layers": "backbones",
+    "list_backbones": "backbones",
+    "list_layers": "backbones",
+    "load_backbone": "backbones",
+    "DeepFeatureExtractor": "extraction",
+    "FineTuneClassifier": "finetune",
+    "DiskCache": "frozen",
+    "MemoryCache": "frozen",
+    "clear_cache": "frozen",
+    "EngineWarning": "frozen",
+    "check_images": "images",
+    "load_image_folder": "images",
+    "PrunedClassifier": "lottery",
+    "plot_lottery": "lottery",
+    "LayerwiseNormalizer": "postprocessing",
+    "TernaryDiscretizer": "postprocessing",
+    "make_full_network_embedding": "postprocessing",
+    "build_report": "report",
+    "DistilledClassifier": "distilled",
+    "born_again": "distilled",
+    "build_student": "students",
+    "h_score": "analysis",
+    "leep_score": "analysis",
+    "linear_cka": "analysis",
+    "logme_score": "analysis",
+    "rank_layers": "analysis",
+    "rbf_cka": "analysis",
+    "StoreWarning": "frozen",
+    "FullNetworkScaler": "postprocessing",
+    "full_network_layers": "postprocessing",
+    "ExtractJobError": "extract_job",
+    "extract_features": "extract_job",
+    "parallel_predict": "parallel_predict",
+    "FootprintCallback": "footprint",
+    "footprint": "footprint",
+}
+#: Public submodules reachable as attributes (``sktransfer.analysis.plot_tsne_pair``).
+_SUBMODULES = ("analysis",)
+
+# Written out (not computed) so that linters see what the TYPE_CHECKING imports below serve.
 __all__ = [
+    "ExtractJobError",
+    "FootprintCallback",
+    "FullNetworkScaler",
+    "StoreWarning",
+    "extract_features",
+    "footprint",
+    "full_network_layers",
+    "parallel_predict",
     "Backbone",
     "DeepFeatureExtractor",
+    "DiskCache",
+    "DistilledClassifier",
+    "EngineWarning",
     "FineTuneClassifier",
     "LayerwiseNormalizer",
+    "MemoryCache",
+    "PrunedClassifier",
     "TernaryDiscretizer",
-    "FullNetworkScaler",
-    "full_network_layers",
+    "analysis",
     "block_layers",
+    "born_again",
+    "build_report",
+    "build_student",
     "check_images",
+    "clear_cache",
+    "h_score",
+    "leep_score",
+    "linear_cka",
     "list_backbones",
     "list_layers",
     "load_backbone",
     "load_image_folder",
-    "make_full_network_embedding",
-    "analysis",
-    "h_score",
-    "leep_score",
-    "linear_cka",
     "logme_score",
+    "make_full_network_embedding",
+    "plot_lottery",
     "rank_layers",
     "rbf_cka",
-    "DiskCache",
-    "MemoryCache",
-    "clear_cache",
-    "EngineWarning",
-    "StoreWarning",
-    "PrunedClassifier",
-    "plot_lottery",
-    "build_report",
 ]
 
-from .distilled import DistilledClassifier, born_again  # noqa: E402
-from .students import build_student  # noqa: E402
 
-__all__ += ["DistilledClassifier", "born_again", "build_student"]
+def __getattr__(name: str):
+    if name in _SUBMODULES:
+        return importlib.import_module(f"{__name__}.{name}")
+    if name not in _LAZY:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
 
-from .extract_job import ExtractJobError, extract_features  # noqa: E402
-from .parallel_predict import parallel_predict  # noqa: E402
 
-__all__ += ["ExtractJobError", "extract_features", "parallel_predict"]
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})
 
-from .footprint import FootprintCallback, footprint  # noqa: E402
 
-__all__ += ["FootprintCallback", "footprint"]
+if TYPE_CHECKING:  # what static analysers and IDEs see; nothing is imported at run time
+    from . import analysis
+    from .analysis import h_score, leep_score, linear_cka, logme_score, rank_layers, rbf_cka
+    from .backbones import Backbone, block_layers, list_backbones, list_layers, load_backbone
+    from .distilled import DistilledClassifier, born_again
+    from .extract_job import ExtractJobError, extract_features
+    from .extraction import DeepFeatureExtractor
+    from .finetune import FineTuneClassifier
+    from .footprint import FootprintCallback, footprint
+    from .frozen import DiskCache, EngineWarning, MemoryCache, StoreWarning, clear_cache
+    from .images import check_images, load_image_folder
+    from .lottery import PrunedClassifier, plot_lottery
+    from .parallel_predict import parallel_predict
+    from .postprocessing import (
+        FullNetworkScaler,
+        LayerwiseNormalizer,
+        TernaryDiscretizer,
+        full_network_layers,
+        make_full_network_embedding,
+    )
+    from .report import build_report
+    from .students import build_student

@@ -50,12 +50,24 @@ def demo(args) -> int:
 
 
 def report(args) -> int:
-    """Run :func:`sktransfer.report.build_report`; data problems exit 2 with one message."""
-    from .report import build_report
-    from .report_data import DataError
+    """Run :func:`sktransfer.report.build_report`; bad input exits 2 with one message.
 
-    weights = None if args.weights.lower() == "none" else args.weights
+    The first line prints before torch is imported (seconds on a busy machine), and the budget
+    counts from the command's start."""
+    from .report_paths import ReportError, check_report_paths
+
+    if not args.quiet:
+        print(
+            f"sktransfer report: {args.data or 'the embedded default (digits)'} -> {args.out}, "
+            f"budget {args.budget:g} min from now; loading torch and scikit-learn ...",
+            file=sys.stderr,
+            flush=True,
+        )
     try:
+        check_report_paths(args.data, args.out, args.cache, force=args.force)
+        from .report import build_report
+
+        weights = None if args.weights.lower() == "none" else args.weights
         build_report(
             args.data,
             backbone=args.backbone,
@@ -69,11 +81,13 @@ def report(args) -> int:
             verbose=0 if args.quiet else 1,
             country=args.country,
             carbon_intensity=args.carbon_intensity,
+            force=args.force,
+            started=args.started,
         )
     except KeyboardInterrupt:
         print("sktransfer report: interrupted.", file=sys.stderr)
         return 130
-    except (DataError, FileNotFoundError) as exc:
+    except (ReportError, FileNotFoundError) as exc:
         print(f"sktransfer report: error: {exc}", file=sys.stderr)
         return 2
     except Exception as exc:  # noqa: BLE001 - a user command prints a message, not a traceback
@@ -122,6 +136,7 @@ def _add_report_parser(commands) -> None:
     parser.add_argument(
         "--max-images", type=int, default=2000, help="subsample larger data (default: 2000)"
     )
+    parser.add_argument("--force", action="store_true", help="overwrite an earlier report in --out")
     parser.add_argument("--no-finetune", action="store_true", help="skip the fine-tuning stage")
     parser.add_argument("--n-jobs", type=int, default=None, help="threads (default: all cores)")
     parser.add_argument(
@@ -236,6 +251,9 @@ def _add_extract_parser(commands) -> None:
 
 
 def main(argv=None) -> int:
+    # The report's budget counts from here: the heavy imports (torch, scikit-learn) come after,
+    # since `import sktransfer` itself imports none of its modules.
+    started = time.perf_counter()
     parser = argparse.ArgumentParser(
         prog="sktransfer", description="Transfer learning as scikit-learn estimators."
     )
@@ -248,6 +266,7 @@ def main(argv=None) -> int:
     _add_extract_parser(commands)
     args = parser.parse_args(argv)
     if args.command == "report":
+        args.started = started
         return report(args)
     if args.command == "extract":
         return extract(args)

@@ -38,13 +38,15 @@ import platform
 import re
 import sys
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from .memo import Memo
-from .report_data import DataError, ReportData, _subsample, load_report_data
+from .report_budget import Budget, Progress
+from .report_data import DataError, ReportData, load_report_data
+from .report_paths import check_report_paths
+from .report_pipeline import _backbone_name, pipeline_code
 from .report_tradeoff import extraction_trade_off, trade_off, trade_off_blocks
 
 __all__ = ["DataError", "build_report"]
@@ -53,65 +55,21 @@ __all__ = ["DataError", "build_report"]
 #: backward through the top blocks, optimizer step), plus one per test image.
 TRAIN_COST_FACTOR = 1.5
 MAX_FINETUNE_EPOCHS = 3
-#: The share of the budget held back for the last stages (plots, files).
-RESERVE = 0.1
+#: Fine-tuning is recommended only when it beats feature extraction by more than this
+#: (held-out accuracy): feature extraction needs no training, and its cached forward pass
+#: serves every later fit.
+FINETUNE_MARGIN = 0.01
 #: Layers scored (evenly spread over the network's blocks): each costs a probe and a fit.
 MAX_LAYERS = 8
+#: The activation pass is timed on a batch of this many images after a warm-up batch.
+PILOT_IMAGES = 16
+#: Data of at most this many images is never subsampled (nor piloted) for the budget.
+MIN_SUBSAMPLE = 64
+#: Subsample only to save at least this share of the budget: shaving 100 of 1,200 images
+#: saved 11 s of 240 and cost the report 8 % of its data.
+MIN_SAVING = 0.1
 #: t-SNE runs on at most this many images (a subsample), at about 50 ms per image here.
 TSNE_SAMPLES = 600
-
-
-@dataclass
-class Budget:
-    """Seconds left of the report's time budget, and what was shrunk or skipped to keep it."""
-
-    seconds: float
-    start: float = field(default_factory=time.perf_counter)
-    notes: list = field(default_factory=list)
-
-    def elapsed(self) -> float:
-        return time.perf_counter() - self.start
-
-    def left(self) -> float:
-        return self.seconds * (1 - RESERVE) - self.elapsed()
-
-
-class Progress:
-    """Stage lines on stderr and each stage's wall time."""
-
-    def __init__(self, budget: Budget, verbose: int, n_stages: int = 7):
-        self.budget, self.verbose, self.n_stages = budget, verbose, n_stages
-        self.times: dict[str, float] = {}
-        self._index = 0
-
-    def stage(self, name: str, detail: str = ""):
-        self._index += 1
-        if self.verbose:
-            left = max(0.0, self.budget.seconds - self.budget.elapsed())
-            print(
-                f"[{self._index}/{self.n_stages}] {name}{': ' + detail if detail else ''} "
-                f"({left:.0f} s of budget left)",
-                file=sys.stderr,
-                flush=True,
-            )
-        return _Timer(self, name)
-
-    def say(self, message: str) -> None:
-        if self.verbose:
-            print(f"      {message}", file=sys.stderr, flush=True)
-
-
-class _Timer:
-    def __init__(self, progress: Progress, name: str):
-        self.progress, self.name = progress, name
-
-    def __enter__(self):
-        self.start = time.perf_counter()
-        return self
-
-    def __exit__(self, *exc):
-        self.progress.times[self.name] = time.perf_counter() - self.start
-        return False
 
 
 def build_report(
@@ -129,6 +87,8 @@ def build_report(
     random_state=0,
     country=None,
     carbon_intensity=None,
+    force=False,
+    started=None,
 ) -> dict:
     """Run every stage and write ``report.md``, ``report.html``, ``report.json`` and
     ``recommended_pipeline.py`` into ``out``.
@@ -161,6 +121,13 @@ def build_report(
     carbon_intensity : float or None
         The grid's g CO2e/kWh instead (neither: the world average). See
         :func:`sktransfer.footprint.footprint`.
+    force : bool, default=False
+        Overwrite an earlier report in ``out``; without it, an ``out`` that holds one raises
+        :class:`~sktransfer.report_paths.OutputError` (as does an ``out`` inside DATA, or an
+        ``out`` or ``cache`` that names an existing file), before any work.
+    started : float or None
+        The :func:`time.perf_counter` value the budget counts from (the command line passes
+        its own start, so start-up and imports count); None: when this function is called.
 
     Returns
     -------
@@ -183,9 +150,12 @@ def build_report(
     from .footprint import footprint, resolve_grid
     from .frozen import default_cache_dir
 
+    budget = Budget(
+        float(budget_minutes) * 60, start=time.perf_counter() if started is None else started
+    )
+    check_report_paths(data, out, cache, force=force)
     grid = dict(country=country, carbon_intensity=carbon_intensity)
     resolve_grid(**grid)  # a bad setting fails now, not after the forward pass
-    budget = Budget(float(budget_minutes) * 60)
     progress = Progress(budget, verbose)
     out = Path(out)
     cache_dir = Path(cache) if cache is not None else default_cache_dir() / "activations"
@@ -208,7 +178,7 @@ def build_report(
         footprint(**grid) as pass_footprint,
     ):
         (features, probabilities), extraction = _activations(
-            dataset, backbone, extractor_params, budget, progress, memory
+            dataset, backbone, extractor_params, budget, progress, memory, random_state
         )
     n_train = len(dataset.y_train)
     train = {layer: X[:n_train] for layer, X in features.items()}
@@ -251,18 +221,12 @@ def build_report(
     progress.say(f"held-out accuracy {chosen['accuracy']:.3f}")
 
     tsne_estimate = 3 + 0.05 * min(len(dataset.y_train) + len(dataset.y_test), TSNE_SAMPLES)
+    budget.hold("t-SNE", tsne_estimate)  # it runs after fine-tuning
     with progress.stage("fine-tuning", "FineTuneClassifier, top 3 blocks"):
         finetune_result = None
         if finetune:
             finetune_result = _finetune(
-                dataset,
-                backbone,
-                weights,
-                n_jobs,
-                budget,
-                progress,
-                reserve=tsne_estimate,
-                grid=grid,
+                dataset, backbone, weights, n_jobs, budget, progress, grid=grid
             )
         else:
             budget.notes.append("Fine-tuning skipped: turned off (--no-finetune).")
@@ -270,6 +234,7 @@ def build_report(
     layers = list(features)
     shallow, deep = layers[len(layers) // 4], layers[-1]
     plots: dict[str, bytes] = {}
+    budget.release("t-SNE")  # its turn: what it held is what it may spend
     with progress.stage("t-SNE", f"{shallow} and {deep}"):
         if budget.left() > tsne_estimate:
             plots["tsne"] = memory.cache(_tsne_png)(
@@ -280,8 +245,12 @@ def build_report(
                 random_state,
             )
         else:
-            budget.notes.append(f"t-SNE skipped: about {tsne_estimate:.0f} s, budget spent.")
+            budget.notes.append(
+                f"t-SNE skipped: about {tsne_estimate:.0f} s, more than the "
+                f"{max(0.0, budget.left()):.0f} s left after holding {budget.held()}."
+            )
 
+    budget.release("writing the report")
     with progress.stage("report", str(out)):
         recommendation = _recommend(extraction_result, finetune_result)
         predictions = (
@@ -294,7 +263,7 @@ def build_report(
         plots["confusion"] = _png(
             _plot_confusion(dataset.y_test, predictions, dataset.classes, recommendation)
         )
-        code = pipeline_code(dataset, backbone, weights, recommendation, str(cache_dir))
+        code = pipeline_code(dataset, backbone, weights, recommendation, cache, random_state)
         results = {
             "sktransfer_report": 1,
             "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
@@ -339,14 +308,17 @@ def _memory(cache_dir: Path) -> Memo:
     return Memo(cache_dir / "report" / __version__)
 
 
-def _activations(dataset: ReportData, backbone, params, budget: Budget, progress, memory):
+def _activations(
+    dataset: ReportData, backbone, params, budget: Budget, progress, memory, random_state=0
+):
     """Every scored layer's features and the source probabilities of all images.
 
     A rerun over the same images (keyed by :func:`sktransfer.frozen.image_keys`: file path,
     size and modification time, or array bytes) reads the assembled features back at once.
-    Otherwise a pilot batch after a warm-up batch measures the per-image cost, and if the
-    whole pass would take more than half of what is left, the images are subsampled (the
-    report says so); the pass goes through the activation cache, so the pilot's images are
+    Otherwise, for more than ``MIN_SUBSAMPLE`` images, a pilot batch after a warm-up batch
+    measures the per-image cost, and if the whole pass would take more than half of what is
+    left and subsampling saves a real share of the budget, the images are subsampled (the
+    report says so). The pass goes through the activation cache, so the pilot's images are
     not computed twice and pipelines fitted later on these images reuse it.
     """
     from .extraction import DeepFeatureExtractor
@@ -382,31 +354,28 @@ def _activations(dataset: ReportData, backbone, params, budget: Budget, progress
             "weights": weights,
         }
     n_total = len(X)
-    pilot = min(16, n_total)
-    extractor = DeepFeatureExtractor(backbone, layers=tapped, **params)
-    start = time.perf_counter()
-    extractor.fit(X[:1])
-    extractor.transform(X[:pilot])  # warms up: graph export or cache hits
-    warm = time.perf_counter() - start
-    start = time.perf_counter()
-    extractor.transform(X[pilot : 2 * pilot])
-    per_image = (time.perf_counter() - start) / max(1, min(2 * pilot, n_total) - pilot)
-    estimate = per_image * n_total
-    progress.say(f"{per_image * 1000:.0f} ms per image; about {estimate:.0f} s for all")
-    if estimate > 0.5 * budget.left() and n_total > 64:
-        keep = max(64, int(0.5 * budget.left() / max(per_image, 1e-9)))
-        note = (
-            f"Activations: about {per_image * 1000:.0f} ms per image would take "
-            f"{estimate:.0f} s for {n_total} images; shrunk to {keep}."
+    warm, per_image = 0.0, None
+    if n_total > MIN_SUBSAMPLE:  # smaller data is never subsampled: no pilot needed
+        extractor = DeepFeatureExtractor(backbone, layers=tapped, **params)
+        warm, per_image = _pilot_cost(extractor, X)
+        progress.say(
+            f"{per_image * 1000:.0f} ms per image; about {per_image * n_total:.0f} s for all"
         )
-        budget.notes.append(note)
-        _subsample(dataset, keep, 0)
-        X = _concat(dataset.X_train, dataset.X_test)
-        call = (X, params, backbone, identity, tapped, image_keys(check_images(X)))
-        call = (*call, verbose)
+        keep = _affordable_images(per_image, n_total, budget, dataset.min_subsample)
+        if keep < n_total:
+            budget.notes.append(
+                f"Activations: about {per_image * 1000:.0f} ms per image would take "
+                f"{per_image * n_total:.0f} s for {n_total} images, more than half of the "
+                f"{budget.left():.0f} s left; subsampled to {keep}, saving about "
+                f"{per_image * (n_total - keep):.0f} s."
+            )
+            dataset.subsample(keep, random_state, why=" to keep the budget")
+            X = _concat(dataset.X_train, dataset.X_test)
+            call = (X, params, backbone, identity, tapped, image_keys(check_images(X)), verbose)
     start = time.perf_counter()
     stacked, slices, weights = stacked_features(*call)
     seconds = time.perf_counter() - start
+    per_image = seconds / len(X) if per_image is None else per_image
     cold, cached = _cold_cost(memory, cost_key, per_image)
     return _split(stacked, slices, layers, logits), {
         "layers": layers,
@@ -418,6 +387,29 @@ def _activations(dataset: ReportData, backbone, params, budget: Budget, progress
         "warm_up_seconds": warm,
         "weights": weights,
     }
+
+
+def _pilot_cost(extractor, X) -> tuple[float, float]:
+    """Seconds of the warm-up (fit, graph export, a first batch of ``PILOT_IMAGES``) and
+    seconds per image of the next batch; ``X`` holds at least ``2 * PILOT_IMAGES`` images."""
+    start = time.perf_counter()
+    extractor.fit(X[:1])
+    extractor.transform(X[:PILOT_IMAGES])
+    warm = time.perf_counter() - start
+    start = time.perf_counter()
+    extractor.transform(X[PILOT_IMAGES : 2 * PILOT_IMAGES])
+    return warm, (time.perf_counter() - start) / PILOT_IMAGES
+
+
+def _affordable_images(per_image: float, n_total: int, budget: Budget, least: int = 0) -> int:
+    """All images, unless their pass would take more than half of what is left and a
+    subsample (at least ``MIN_SUBSAMPLE`` and ``least`` images) saves ``MIN_SAVING`` of the
+    budget."""
+    affordable = int(0.5 * budget.left() / max(per_image, 1e-9))
+    keep = max(MIN_SUBSAMPLE, least, affordable)
+    if keep >= n_total or (n_total - keep) * per_image < MIN_SAVING * budget.seconds:
+        return n_total
+    return keep
 
 
 def _stacked_features(X, params, backbone, weights, tapped, keys, verbose):
@@ -568,7 +560,7 @@ def _forward_seconds(backbone, weights, image_size: int) -> tuple[float, int]:
 
 
 def _finetune(
-    dataset: ReportData, backbone, weights, n_jobs, budget: Budget, progress, reserve=0.0, grid=None
+    dataset: ReportData, backbone, weights, n_jobs, budget: Budget, progress, grid=None
 ) -> dict | None:
     from .finetune import FineTuneClassifier
     from .footprint import footprint
@@ -585,7 +577,7 @@ def _finetune(
         per_image = measured * ((size / sizes[0]) ** 2 if size else 1.0)
         per_epoch = TRAIN_COST_FACTOR * per_image * n_train
         fixed = per_image * n_test + 5.0  # prediction, loading the network
-        available = budget.left() - reserve - fixed
+        available = budget.left() - fixed
         epochs = int(min(MAX_FINETUNE_EPOCHS, available // max(per_epoch, 1e-9)))
         if epochs >= 1:
             chosen = size, epochs, per_epoch * epochs + fixed
@@ -593,9 +585,8 @@ def _finetune(
     if chosen is None:
         budget.notes.append(
             f"Fine-tuning skipped: one epoch at {sizes[-1]} px would take about "
-            f"{per_epoch + fixed:.0f} s, more than the {max(0, budget.left() - reserve):.0f} s "
-            "left. "
-            "Raise --budget to include it."
+            f"{per_epoch + fixed:.0f} s, more than the {max(0, budget.left()):.0f} s left "
+            f"after holding {budget.held()}. Raise --budget to include it."
         )
         progress.say(budget.notes[-1])
         return None
@@ -652,147 +643,66 @@ def _smallest_side(X) -> int | None:
 
 
 def _recommend(extraction: dict, finetune: dict | None) -> dict:
-    """The more accurate approach; feature extraction when fine-tuning is within 1 point,
-    since it costs one forward pass and no training."""
+    """The more accurate approach; feature extraction when fine-tuning is less than
+    ``FINETUNE_MARGIN`` more accurate, since it costs one forward pass and no training.
+    ``reason`` is one sentence: what was compared, and why the winner won."""
     choice = {
         "approach": "feature extraction",
         "layer": extraction["layer"],
         "accuracy": extraction["accuracy"],
         "fit_seconds": extraction["fit_seconds"],
-        "reason": "fine-tuning was not run",
     }
+    fe = f"logistic regression on layer {extraction['layer']}"
     if finetune is None:
+        choice["reason"] = (
+            f"Only feature extraction ({fe}) ran, so it is the recommendation: fine-tuning "
+            "was skipped (see the notes)."
+        )
         return choice
     gain = finetune["accuracy"] - extraction["accuracy"]
-    if gain > 0.01:
+    cost = finetune["fit_seconds"] / max(extraction["fit_seconds"], 1e-9)
+    compared = (
+        f"F{_finetune_description(finetune)[1:]} reached {finetune['accuracy']:.3f} "
+        f"held-out accuracy against {extraction['accuracy']:.3f} for {fe}"
+    )
+    margin = f"{100 * FINETUNE_MARGIN:.0f}-point margin"
+    if gain > FINETUNE_MARGIN:
         return {
             "approach": "fine-tuning",
             "params": finetune["params"],
+            "torch_threads": finetune["torch_threads"],
             "accuracy": finetune["accuracy"],
             "fit_seconds": finetune["fit_seconds"],
-            "reason": f"fine-tuning is {100 * gain:.1f} points more accurate",
+            "reason": f"{compared}: {100 * gain:.1f} points more, above the {margin} that "
+            f"pays for its {cost:.1f}x fit time.",
         }
-    choice["reason"] = (
-        f"fine-tuning is {100 * gain:+.1f} points at "
-        f"{finetune['fit_seconds'] / max(extraction['fit_seconds'], 1e-9):.1f}x the fit time; "
-        "within 1 point, feature extraction is preferred: no training, and one cached forward "
-        "pass serves every later fit"
-    )
+    if gain > 0:
+        why = (
+            f"{100 * gain:.1f} points more, within the {margin} that would pay for its "
+            f"{cost:.1f}x fit time, so feature extraction (no training) is preferred"
+        )
+    elif gain < 0:
+        why = f"{100 * -gain:.1f} points less, at {cost:.1f}x the fit time"
+    else:
+        why = f"as accurate, at {cost:.1f}x the fit time"
+    choice["reason"] = f"{compared}: {why}."
     return choice
 
 
+def _finetune_description(finetune: dict) -> str:
+    """``"fine-tuning the top 3 blocks (3 epochs at 224 px)"``."""
+    params = finetune["params"]
+    what = (
+        "all layers"
+        if params["train_layers"] == "all"
+        else f"the top {params['train_layers']} blocks"
+    )
+    size = f"{params['image_size']} px" if params["image_size"] else "native size"
+    epochs = finetune["epochs"]
+    return f"fine-tuning {what} ({epochs} epoch{'s' if epochs != 1 else ''} at {size})"
+
+
 # ------------------------------------------------------------------------------ outputs
-
-
-def pipeline_code(dataset: ReportData, backbone, weights, recommendation: dict, cache: str) -> str:
-    """The recommended pipeline as a runnable Python script (fit, then test accuracy)."""
-    name = _backbone_name(backbone)
-    lines = ['"""The pipeline recommended by `sktransfer report`."""', ""]
-    if dataset.source == "default":
-        lines += [
-            "import numpy as np",
-            "from sklearn.datasets import load_digits",
-            "from sklearn.model_selection import train_test_split",
-            "",
-            "digits = load_digits()",
-            "images = (digits.images / 16.0).astype(np.float32)",
-            "X_train, X_test, y_train, y_test = train_test_split(",
-            "    images, digits.target, test_size=0.3, stratify=digits.target, random_state=0",
-            ")",
-        ]
-    elif dataset.source == "npz":
-        keys = dataset.npz_keys
-        lines += ["import numpy as np", ""]
-        lines += [f"data = np.load({dataset.location!r})"]
-        if len(keys) == 4:
-            lines += [
-                f"X_train, y_train = data[{keys[0]!r}], data[{keys[1]!r}].ravel()",
-                f"X_test, y_test = data[{keys[2]!r}], data[{keys[3]!r}].ravel()",
-            ]
-        else:
-            lines += [
-                "from sklearn.model_selection import train_test_split",
-                "",
-                f"X, y = data[{keys[0]!r}], data[{keys[1]!r}].ravel()",
-                "X_train, X_test, y_train, y_test = train_test_split(",
-                "    X, y, test_size=0.3, stratify=y, random_state=0",
-                ")",
-            ]
-    else:
-        lines += ["from sktransfer import load_image_folder", ""]
-        if dataset.split == "given":
-            root = Path(dataset.location)
-            train = next(
-                p for p in sorted(root.iterdir()) if p.name.lower() in ("train", "training")
-            )
-            test = next(
-                p
-                for p in sorted(root.iterdir())
-                if p.name.lower() in ("val", "valid", "validation", "test")
-            )
-            lines += [
-                f"X_train, y_train = load_image_folder({str(train)!r})",
-                f"X_test, y_test = load_image_folder({str(test)!r})",
-            ]
-        else:
-            lines += [
-                "from sklearn.model_selection import train_test_split",
-                "",
-                f"X, y = load_image_folder({dataset.location!r})",
-                "X_train, X_test, y_train, y_test = train_test_split(",
-                "    X, y, test_size=0.3, stratify=y, random_state=0",
-                ")",
-            ]
-    weights_arg = "" if weights == "DEFAULT" else f", weights={weights!r}"
-    lines.append("")
-    if recommendation["approach"] == "fine-tuning":
-        params = ", ".join(f"{k}={v!r}" for k, v in recommendation["params"].items())
-        lines += [
-            "from sktransfer import FineTuneClassifier",
-            "",
-            f"model = FineTuneClassifier({name!r}{weights_arg}, {params}, random_state=0)",
-        ]
-    else:
-        lines += [
-            "from sklearn.linear_model import LogisticRegression",
-            "from sklearn.pipeline import make_pipeline",
-            "from sklearn.preprocessing import StandardScaler",
-            "",
-            "from sktransfer import DeepFeatureExtractor",
-            "",
-            "model = make_pipeline(",
-            f"    DeepFeatureExtractor({name!r}{weights_arg}, layers={recommendation['layer']!r},",
-            f"                         cache={cache!r}),  # the report's activations",
-            "    StandardScaler(),",
-            "    LogisticRegression(C=0.1, max_iter=2000),",
-            ")",
-        ]
-    lines += [
-        "model.fit(X_train, y_train)",
-        'print(f"test accuracy: {model.score(X_test, y_test):.3f}")',
-        "",
-    ]
-    if not isinstance(backbone, str):
-        lines.insert(2, f"# The backbone was a custom {name} module: replace {name!r} by it.")
-    return _imports_first(lines)
-
-
-def _imports_first(lines: list[str]) -> str:
-    """The docstring, the imports (standard, third party, sktransfer), then the code."""
-    imports = [line for line in lines[1:] if line.startswith(("import ", "from "))]
-    body = [line for line in lines[1:] if line not in imports]
-    ordered = sorted(set(imports), key=lambda line: ("sktransfer" in line, line.split()[1]))
-    groups = [
-        [i for i in ordered if "sktransfer" not in i],
-        [i for i in ordered if "sktransfer" in i],
-    ]
-    code = re.sub(r"\n{3,}", "\n\n", "\n".join(body).strip())
-    text = "\n\n".join([lines[0], *("\n".join(g) for g in groups if g), code])
-    return text + "\n"
-
-
-def _backbone_name(backbone) -> str:
-    return backbone if isinstance(backbone, str) else type(backbone).__name__
 
 
 def _machine() -> str:
@@ -916,7 +826,7 @@ def _blocks(r: dict, code: str) -> list[tuple]:
     what = (
         f"{rec['approach']} with {r['backbone']}"
         + (f", layer `{rec['layer']}`" if rec.get("layer") else "")
-        + f": held-out accuracy **{rec['accuracy']:.3f}** ({rec['reason']})."
+        + f" (held-out accuracy **{rec['accuracy']:.3f}**). {rec['reason']}"
     )
     blocks += [
         ("p", f"**Recommendation**: {what}"),

@@ -15,6 +15,7 @@ from sklearn.model_selection import train_test_split
 
 from .decoding import DecodeError, check_header
 from .images import load_image_folder
+from .report_paths import ReportError
 
 __all__ = ["DataError", "ReportData", "load_report_data"]
 
@@ -30,7 +31,7 @@ NPZ_SPLITS = (
 )
 
 
-class DataError(ValueError):
+class DataError(ReportError):
     """The report's DATA cannot be used; the message says why and how to fix it."""
 
 
@@ -48,6 +49,11 @@ class ReportData:
     location: str | None = None  # the folder or file, for the generated code
     npz_keys: tuple | None = None
     notes: list = field(default_factory=list)
+    #: The size of the stratified subsample in use (None: every image), so that
+    #: ``load_report_data(location, max_images=max_images, random_state=...)`` gives back
+    #: exactly these images and this split (the report's generated pipeline relies on it).
+    max_images: int | None = None
+    _full: tuple | None = field(default=None, repr=False)
 
     @property
     def classes(self) -> np.ndarray:
@@ -61,8 +67,83 @@ class ReportData:
             "n_train": int(len(self.y_train)),
             "n_test": int(len(self.y_test)),
             "classes": [str(c) for c in self.classes],
-            "train_per_class": {str(c): int(n) for c, n in zip(*np.unique(self.y_train, True))},
+            "train_per_class": {
+                str(c): int(n) for c, n in zip(*np.unique(self.y_train, return_counts=True))
+            },
         }
+
+    @property
+    def min_subsample(self) -> int:
+        """The smallest subsample: 2 training and 1 test image per class."""
+        full = self._full or (self.X_train, self.y_train, self.X_test, self.y_test)
+        return 2 * len(np.unique(full[1])) + len(np.unique(full[3]))
+
+    def subsample(self, max_images: int, random_state: int, why: str = "") -> None:
+        """Keep a stratified subsample of ``max_images`` images of the whole data (not of an
+        earlier subsample), at least 2 training and 1 test image per class.
+
+        Raises :class:`DataError` when ``max_images`` is below that minimum: never raised
+        silently."""
+        if self._full is None:
+            self._full = (self.X_train, self.y_train, self.X_test, self.y_test)
+        X_train, y_train, X_test, y_test = self._full
+        total = len(y_train) + len(y_test)
+        groups = [(y_train, 2), (y_test, 1)]  # (labels, minimum per class)
+        indices = [np.flatnonzero(y == c) for y, _ in groups for c in np.unique(y)]
+        minimums = np.array([m for y, m in groups for _ in np.unique(y)])
+        _check_max_images(max_images, int(minimums.sum()), len(np.unique(y_train)))
+        self.notes = [n for n in self.notes if not n.startswith("Subsampled")]
+        if max_images >= total:
+            self.X_train, self.y_train, self.X_test, self.y_test = self._full
+            self.max_images = None
+            return
+        counts = np.array([len(idx) for idx in indices])
+        sizes = subsample_sizes(counts, np.minimum(minimums, counts), max_images)
+        rng = np.random.default_rng(random_state)
+        chosen = [np.sort(rng.choice(idx, n, replace=False)) for idx, n in zip(indices, sizes)]
+        n_train_groups = len(np.unique(y_train))
+        keep_train = np.sort(np.concatenate(chosen[:n_train_groups]))
+        keep_test = np.sort(np.concatenate(chosen[n_train_groups:]))
+        self.X_train, self.y_train = X_train[keep_train], y_train[keep_train]
+        self.X_test, self.y_test = X_test[keep_test], y_test[keep_test]
+        self.max_images = int(max_images)
+        self.notes.append(
+            f"Subsampled (stratified) to {len(self.y_train)} training and {len(self.y_test)} "
+            f"test images of {total}{why}."
+        )
+
+
+def subsample_sizes(counts, minimums, total: int) -> np.ndarray:
+    """Group sizes proportional to ``counts`` (largest remainders) that sum to ``total``,
+    each at least its minimum and at most its count.
+
+    Examples
+    --------
+    >>> from sktransfer.report_data import subsample_sizes
+    >>> subsample_sizes([10, 10, 5], [2, 2, 1], 10).tolist()
+    [4, 4, 2]
+    >>> subsample_sizes([100, 3], [2, 2], 10).tolist()  # the small class keeps its minimum
+    [8, 2]
+    """
+    counts, minimums = np.asarray(counts), np.asarray(minimums)
+    quotas = counts * total / counts.sum()
+    sizes = np.clip(np.floor(quotas).astype(int), minimums, counts)
+    while sizes.sum() < total:  # the largest remainders get one more
+        sizes[np.argmax(np.where(sizes < counts, quotas - sizes, -np.inf))] += 1
+    while sizes.sum() > total:  # minimums pushed it over: the largest surpluses give one back
+        sizes[np.argmin(np.where(sizes > minimums, quotas - sizes, np.inf))] -= 1
+    return sizes
+
+
+def _check_max_images(max_images, minimum: int, n_classes: int) -> None:
+    if isinstance(max_images, bool) or not isinstance(max_images, (int, np.integer)):
+        raise DataError(f"max_images (--max-images) must be an integer; got {max_images!r}.")
+    if max_images < minimum:
+        raise DataError(
+            f"--max-images {max_images} is too few: the report needs at least 2 training and 1 "
+            f"test image per class, {minimum} for these {n_classes} classes. Pass --max-images "
+            f"{minimum} or more."
+        )
 
 
 def load_report_data(
@@ -109,8 +190,8 @@ def load_report_data(
                 "sub-folder of images per class, or an .npz file with images and labels."
             )
     _check_classes(result)
-    if max_images is not None and len(result.y_train) + len(result.y_test) > max_images:
-        _subsample(result, max_images, random_state)
+    if max_images is not None:
+        result.subsample(max_images, random_state, why=f" (--max-images {max_images})")
     return result
 
 
@@ -305,29 +386,3 @@ def _check_classes(report: ReportData) -> None:
     unseen = sorted(set(map(str, report.y_test)) - set(map(str, classes)))
     if unseen:
         raise DataError(f"Test class(es) {unseen} of {where!r} have no training images.")
-
-
-def _subsample(report: ReportData, max_images: int, random_state: int) -> None:
-    total = len(report.y_train) + len(report.y_test)
-    fraction = max_images / total
-    rng = np.random.default_rng(random_state)
-    for prefix in ("train", "test"):
-        y = getattr(report, f"y_{prefix}")
-        keep = np.concatenate(
-            [
-                rng.choice(
-                    idx,
-                    max(2 if prefix == "train" else 1, round(len(idx) * fraction)),
-                    replace=False,
-                )
-                for idx in (np.flatnonzero(y == c) for c in np.unique(y))
-            ]
-        )
-        keep.sort()
-        X = getattr(report, f"X_{prefix}")
-        setattr(report, f"X_{prefix}", X[keep])
-        setattr(report, f"y_{prefix}", y[keep])
-    report.notes.append(
-        f"Subsampled (stratified) to {len(report.y_train)} training and {len(report.y_test)} "
-        f"test images of {total} to stay within the budget."
-    )

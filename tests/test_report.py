@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 
 import numpy as np
 import pytest
@@ -11,8 +12,9 @@ from PIL import Image
 from torch import nn
 
 from sktransfer.__main__ import main
-from sktransfer.report import build_report
-from sktransfer.report_data import DataError, load_report_data
+from sktransfer.report import _affordable_images, _recommend, build_report
+from sktransfer.report_budget import Budget
+from sktransfer.report_data import DataError, load_report_data, subsample_sizes
 
 
 def tiny_network():
@@ -157,9 +159,111 @@ def test_npz_label_count_mismatch(tmp_path):
 
 def test_max_images_subsamples_stratified(tmp_path):
     data = load_report_data(None, default_images=300, max_images=100)
-    assert len(data.y_train) + len(data.y_test) <= 110
+    assert len(data.y_train) + len(data.y_test) == 100  # exactly, never raised silently
     assert len(np.unique(data.y_train)) == 10
-    assert any("Subsampled" in note for note in data.notes)
+    assert any("Subsampled" in note and "--max-images 100" in note for note in data.notes)
+    assert data.max_images == 100
+
+
+def test_subsample_starts_from_the_whole_data():
+    """A second subsample (the budget's) is drawn from all images, as a fresh
+    ``load_report_data(..., max_images=n)`` draws it: the generated script relies on it."""
+    data = load_report_data(None, default_images=300, max_images=200)
+    data.subsample(80, random_state=0)
+    fresh = load_report_data(None, default_images=300, max_images=80)
+    np.testing.assert_array_equal(data.X_train, fresh.X_train)
+    np.testing.assert_array_equal(data.y_test, fresh.y_test)
+    assert sum("Subsampled" in note for note in data.notes) == 1
+
+
+def test_subsample_sizes_hand_computed():
+    assert subsample_sizes([10, 10, 5], [2, 2, 1], 10).tolist() == [4, 4, 2]
+    assert subsample_sizes([7, 3], [2, 2], 5).tolist() == [3, 2]  # 3.5, 1.5 -> minimum 2
+    assert subsample_sizes([100, 3, 2, 1], [2, 2, 1, 1], 6).tolist() == [2, 2, 1, 1]
+
+
+def test_train_per_class_holds_counts(tmp_path):
+    make_tree(tmp_path / "d" / "train", n=3)
+    make_tree(tmp_path / "d" / "val", n=2)
+    make_tree(tmp_path / "d" / "train", classes=("wasps",), n=5)
+    make_tree(tmp_path / "d" / "val", classes=("wasps",), n=1)
+    counts = load_report_data(tmp_path / "d").describe()["train_per_class"]
+    assert counts == {"ants": 3, "bees": 3, "wasps": 5}
+
+
+def test_budget_says_its_reserves():
+    budget = Budget(100.0, start=time.perf_counter() - 40)
+    assert 59 <= budget.remaining() <= 60
+    budget.hold("t-SNE", 20)
+    assert 29 <= budget.left() <= 30  # 60 - 10 for writing the report - 20 for t-SNE
+    assert budget.status().endswith("holding 10 s for writing the report and 20 s for t-SNE")
+    budget.release("t-SNE")
+    assert budget.held() == "10 s for writing the report"
+
+
+def test_subsample_only_when_it_saves_a_real_share():
+    budget = Budget(240.0)  # 216 s left after the 24 s for writing the report
+    assert _affordable_images(0.01, 1200, budget) == 1200  # 12 s: all of them
+    assert 1070 <= _affordable_images(0.1, 2000, budget) <= 1080  # half of 216 s: 1080
+    # 1,200 images at 0.1 s: 120 s, over half of what is left, but 120 fewer images would
+    # save only 12 s (5 % of the budget): keep them all
+    assert _affordable_images(0.1, 1200, budget) == 1200
+    # never below the smallest stratified subsample (2 training + 1 test image per class)
+    assert _affordable_images(10.0, 1200, budget, least=303) == 303
+
+
+EXTRACTION = {"layer": "features.18", "accuracy": 0.954, "fit_seconds": 10.0}
+
+
+def finetuned(accuracy, epochs=2):
+    params = {"train_layers": 3, "image_size": 160}
+    return {
+        "accuracy": accuracy,
+        "fit_seconds": 52.0,
+        "epochs": epochs,
+        "params": params,
+        "torch_threads": 1,
+    }
+
+
+@pytest.mark.parametrize(
+    "finetune, approach, phrases",
+    [
+        (None, "feature extraction", ["Only feature extraction", "skipped"]),
+        (finetuned(0.910), "feature extraction", ["0.910", "0.954", "4.4 points less", "5.2x"]),
+        (finetuned(0.959), "feature extraction", ["0.5 points more, within the 1-point"]),
+        (finetuned(0.967), "fine-tuning", ["1.3 points more, above the 1-point margin"]),
+    ],
+)
+def test_recommendation_is_one_sentence_saying_what_won_and_why(finetune, approach, phrases):
+    recommendation = _recommend(EXTRACTION, finetune)
+    assert recommendation["approach"] == approach
+    reason = recommendation["reason"]
+    assert reason[0].isupper() and reason.endswith(".") and reason.count(". ") == 0, reason
+    assert "logistic regression on layer features.18" in reason
+    if finetune:
+        assert "Fine-tuning the top 3 blocks (2 epochs at 160 px)" in reason
+    for phrase in phrases:
+        assert phrase in reason, reason
+
+
+def test_ten_image_folder(tmp_path):
+    """2 classes x 5 images: every stage runs (fine-tuning included) and the report says
+    what it had."""
+    root = make_tree(tmp_path / "data", n=5, size=16)
+    results = build_report(
+        root,
+        backbone=tiny_network(),
+        weights=None,
+        out=tmp_path / "o",
+        cache=tmp_path / "c",
+        budget_minutes=2,
+        verbose=0,
+    )
+    assert results["data"]["n_train"] + results["data"]["n_test"] == 10
+    assert sum(results["data"]["train_per_class"].values()) == results["data"]["n_train"]
+    assert results["fine_tuning"] is not None and results["tsne_layers"]
+    assert (tmp_path / "o" / "report.html").stat().st_size > 0
 
 
 # ------------------------------------------------------------------------- the report
@@ -204,7 +308,8 @@ def test_second_run_reads_activations_back(two_runs):
     assert second["stage_seconds"]["scores"] < first["stage_seconds"]["scores"]
 
 
-def test_tiny_budget_skips_and_says_so(tmp_path):
+def test_spent_budget_skips_and_says_so(tmp_path, capsys):
+    # the clock started a minute ago (as the command line's does, before the imports)
     results = build_report(
         None,
         backbone=tiny_network(),
@@ -212,11 +317,17 @@ def test_tiny_budget_skips_and_says_so(tmp_path):
         out=tmp_path / "o",
         cache=tmp_path / "c",
         max_images=60,
-        budget_minutes=0.01,
-        verbose=0,
+        budget_minutes=1,
+        started=time.perf_counter() - 60,
+        verbose=1,
     )
     notes = " ".join(results["budget_notes"])
     assert "Fine-tuning skipped" in notes and "t-SNE skipped" in notes
+    # every reserve is said, in the skip notes and the stage lines
+    assert "after holding 6 s for writing the report and " in notes
+    assert "s for t-SNE" in notes
+    err = capsys.readouterr().err
+    assert "[1/7] data: embedded default: digits (0 s of budget left, holding 6 s for" in err
     assert results["fine_tuning"] is None
     assert "Fine-tuning skipped" in (tmp_path / "o" / "report.md").read_text()
 
