@@ -78,8 +78,8 @@ def resolve_engine(engine: str, device: torch.device, precision: str = "float32"
         if not onnxruntime_available():
             raise ImportError(
                 "engine='onnxruntime' needs the onnxruntime package, which is not installed. "
-                "Install it with `pip install onnxruntime onnx` (or `pip install "
-                "sktransfer[onnx]`), or pass engine='torch' or engine='auto'."
+                "It is a dependency of sktransfer: reinstall it with `pip install onnxruntime "
+                "onnx`, or pass engine='torch' or engine='auto'."
             )
         if device.type != "cpu":
             raise ValueError(
@@ -98,7 +98,8 @@ def resolve_engine(engine: str, device: torch.device, precision: str = "float32"
         _warn_once(
             "no-ort",
             "engine='auto' runs torch on the CPU because onnxruntime is not installed; "
-            "`pip install onnxruntime onnx` makes CPU extraction about 4x faster.",
+            "it is a dependency of sktransfer: `pip install onnxruntime onnx` makes CPU "
+            "extraction about 4x faster again.",
         )
         return "torch"
     return "onnxruntime"
