@@ -257,7 +257,9 @@ def _build_checked(torch_engine, key, outputs, sample, n_threads, export_dir):
         scale = max(float(np.abs(want).max()), 1e-12)
         error = float(np.abs(want - have).max()) / scale
         if not np.isfinite(error) or error > TOLERANCE:
-            with contextlib.suppress(OSError):  # later processes export again, not reuse it
+            # Ours (just written, or sealed with the user's key): later processes export
+            # again rather than reuse it.
+            with contextlib.suppress(OSError):
                 file.unlink()
             return None, (
                 f"its output {layer!r} ({stat}) differs from torch's by {error:.2e} relative to "
@@ -313,9 +315,17 @@ def _read_export(file: Path) -> bytes | None:
         with contextlib.suppress(OSError):
             os.utime(file)  # least recently used bookkeeping
         return model
-    with contextlib.suppress(OSError):
-        file.unlink()
+    _discard(file)
     return None
+
+
+def _discard(file: Path) -> None:
+    """Delete a graph file that may not be ours (it failed the key's check, or the size bound
+    evicts it): only a name the store gives its graphs, in a folder the store created;
+    elsewhere it is left alone (and, failing the check, never served)."""
+    if re.fullmatch(ONNX_FILES, file.name) and is_store_dir(file.parent):
+        with contextlib.suppress(OSError):
+            file.unlink()
 
 
 def _graph_name(file: Path) -> str:
@@ -332,9 +342,8 @@ def _write_export(file: Path, model: bytes) -> None:
         return
     bound = env_bytes("SKTRANSFER_CACHE_ONNX_BYTES", 2 * 2**30)
     graphs = []
-    own = re.compile(ONNX_FILES)
     for other in file.parent.iterdir():
-        if not own.fullmatch(other.name) or other.name.startswith("."):
+        if not re.fullmatch(ONNX_FILES, other.name) or other.name.startswith("."):
             continue
         with contextlib.suppress(OSError):
             stat = other.stat()
@@ -343,9 +352,8 @@ def _write_export(file: Path, model: bytes) -> None:
     for _, size, other in sorted(graphs):
         if total <= bound or other == file:
             break
-        with contextlib.suppress(OSError):
-            other.unlink()
-            total -= size
+        _discard(other)
+        total -= size
 
 
 def _first_line(exc: Exception) -> str:
