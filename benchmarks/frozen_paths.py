@@ -60,7 +60,10 @@ def speed(test, train, y_train, repeats: int) -> tuple[list[dict], dict]:
         rates["extractor"].append(images_per_second(lambda: extractor.transform(test), len(test)))
         clf.set_params(cache=MemoryCache())
         rates["finetune"].append(images_per_second(lambda: clf.predict(test), len(test)))
-    eager = images_per_second(lambda: NeuralClassifierBase.predict_proba(clf, test), len(test))
+    def whole_network():
+        return NeuralClassifierBase._probabilities(clf, clf._check_inputs(test, reset=False))
+
+    eager = images_per_second(whole_network, len(test))
     base = statistics.median(rates["extractor"])
     rows = [
         {

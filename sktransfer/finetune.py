@@ -44,7 +44,7 @@ from .frozen import (
     tapped_network,
 )
 from .images import ImageInputs
-from .training import NeuralClassifierBase, Preprocessing, count_trainable
+from .training import NeuralClassifierBase, Preprocessing, _softmax, count_trainable
 
 __all__ = ["FineTuneClassifier", "FineTuneNetwork", "FrozenBody"]
 
@@ -426,19 +426,16 @@ callbacks, verbose, random_state
                 f"['features.18.*']; got {layers!r}."
             )
 
+    def _body_stays_frozen(self) -> bool:
+        """Only the head trains and nothing changes the body's output between epochs."""
+        return self.train_layers == "head" and self.lora_rank == 0 and self.augmentation is None
+
     def _frozen_body_possible(self) -> bool:
-        return (
-            self.train_layers == "head"
-            and self.lora_rank == 0
-            and self.augmentation is None
-            and self.cache_features in ("auto", True)
-        )
+        return self._body_stays_frozen() and self.cache_features in ("auto", True)
 
     def _use_feature_cache(self, inputs: ImageInputs) -> bool:
         possible = (
-            self.train_layers == "head"
-            and self.lora_rank == 0
-            and self.augmentation is None
+            self._body_stays_frozen()
             and inputs.kind != "vectors"
             and self.frozen_body_ is not None
         )
@@ -493,32 +490,19 @@ callbacks, verbose, random_state
         )
         return features[network.layers[0]]
 
-    def predict_proba(self, X):
-        """Class probabilities, columns in the order of ``classes_``.
-
-        With the head trained on the frozen body's features (``features_cached_``), the
+    def _probabilities(self, inputs: ImageInputs) -> np.ndarray:
+        """With the head trained on the frozen body's features (``features_cached_``), the
         images go through the frozen pass (engine, activation store, progress bar), then the
-        head; otherwise through the whole network.
-
-        Parameters
-        ----------
-        X : images or vectors
-
-        Returns
-        -------
-        ndarray of shape (n_samples, n_classes), float64
-        """
-        check_is_fitted(self)
+        head; otherwise through the whole network."""
         if not self.features_cached_:
-            return super().predict_proba(X)
-        inputs = self._check_inputs(X, reset=False)
+            return super()._probabilities(inputs)
         features = torch.from_numpy(self._frozen_body_features(inputs))
         head = self.net_.module_.head
         chunks = []
         with torch.inference_mode():
             for start in range(0, len(features), 1024):
                 batch = features[start : start + 1024].to(self.device_)
-                chunks.append(torch.softmax(head(batch).float(), dim=1).cpu().numpy())
+                chunks.append(_softmax(head(batch)).cpu().numpy())
         if not chunks:
             return np.empty((0, len(self.classes_)), dtype=np.float64)
         return np.concatenate(chunks).astype(np.float64)

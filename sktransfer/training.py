@@ -681,7 +681,11 @@ class NeuralClassifierBase(ClassifierMixin, BaseEstimator):
         ndarray of shape (n_samples, n_classes), float64
         """
         check_is_fitted(self)
-        inputs = self._check_inputs(X, reset=False)
+        return self._probabilities(self._check_inputs(X, reset=False))
+
+    def _probabilities(self, inputs: ImageInputs) -> np.ndarray:
+        """Class probabilities of checked inputs, float64: the whole network through skorch
+        (a subclass that can answer faster, e.g. through a frozen pass, overrides this)."""
         dataset = ImageDataset(inputs, None, preprocessing=self.preprocessing_)
         with torch.inference_mode():
             proba = self.net_.predict_proba(dataset)
