@@ -9,24 +9,12 @@ import time
 import numpy as np
 import pytest
 from PIL import Image
-from torch import nn
+from tiny_networks import tiny_network
 
 from sktransfer.__main__ import main
 from sktransfer.report import _affordable_images, _recommend, build_report
 from sktransfer.report_budget import Budget
 from sktransfer.report_data import DataError, load_report_data, subsample_sizes
-
-
-def tiny_network():
-    return nn.Sequential(
-        nn.Conv2d(3, 4, 3),
-        nn.ReLU(),
-        nn.Conv2d(4, 8, 3),
-        nn.ReLU(),
-        nn.AdaptiveAvgPool2d(1),
-        nn.Flatten(),
-        nn.Linear(8, 5),
-    )
 
 
 def make_tree(root, classes=("ants", "bees"), n=4, size=12):

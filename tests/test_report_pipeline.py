@@ -7,9 +7,8 @@ import sys
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
-from torch import nn
+from tiny_networks import tiny_network
 
 from sktransfer.report import build_report
 from sktransfer.report_data import load_report_data
@@ -25,18 +24,6 @@ def make_tree(root, n=8, size=16):
             Image.fromarray(pixels.astype(np.uint8)).save(root / cls / f"{i}.png")
     return root
 
-
-def tiny_network():
-    torch.manual_seed(0)  # the report's network and the one given to its script: the same
-    return nn.Sequential(
-        nn.Conv2d(3, 4, 3),
-        nn.ReLU(),
-        nn.Conv2d(4, 8, 3),
-        nn.ReLU(),
-        nn.AdaptiveAvgPool2d(1),
-        nn.Flatten(),
-        nn.Linear(8, 5),
-    )
 
 
 def test_script_reproduces_the_report_on_a_sixteen_image_folder(tmp_path, monkeypatch, capsys):

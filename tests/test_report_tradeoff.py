@@ -7,22 +7,10 @@ import json
 import sys
 
 import pytest
-from torch import nn
+from tiny_networks import tiny_network
 
 from sktransfer.footprint import NOT_MEASURED
 from sktransfer.report import build_report
-
-
-def tiny_network():
-    return nn.Sequential(
-        nn.Conv2d(3, 4, 3),
-        nn.ReLU(),
-        nn.Conv2d(4, 8, 3),
-        nn.ReLU(),
-        nn.AdaptiveAvgPool2d(1),
-        nn.Flatten(),
-        nn.Linear(8, 5),
-    )
 
 
 def run(tmp_path, **params):
