@@ -39,7 +39,7 @@ from torch import nn
 
 from benchmarks._common import require_data
 from sktransfer import DistilledClassifier
-from sktransfer.students import MLP
+from sktransfer.distillation.students import MLP
 
 PAPER = {"teacher": 67, "student alone": 146, "student distilled (T=20)": 74}
 

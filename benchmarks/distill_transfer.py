@@ -55,9 +55,9 @@ from torchvision.transforms import v2
 from benchmarks._common import require_data
 from sktransfer import DeepFeatureExtractor, DistilledClassifier, load_image_folder
 from sktransfer.backbones import _graph_nodes, load_backbone
+from sktransfer.distillation.students import count_parameters, multiply_adds
 from sktransfer.frozen import FrozenNetwork, pooled_features
 from sktransfer.images import check_images
-from sktransfer.students import count_parameters, multiply_adds
 
 IMAGE_SIZE = 80
 

@@ -60,6 +60,7 @@ def speed(test, train, y_train, repeats: int) -> tuple[list[dict], dict]:
         rates["extractor"].append(images_per_second(lambda: extractor.transform(test), len(test)))
         clf.set_params(cache=MemoryCache())
         rates["finetune"].append(images_per_second(lambda: clf.predict(test), len(test)))
+
     def whole_network():
         return NeuralClassifierBase._probabilities(clf, clf._check_inputs(test, reset=False))
 

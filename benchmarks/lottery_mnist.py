@@ -30,7 +30,7 @@ from skorch import NeuralNetClassifier
 from skorch.dataset import ValidSplit
 from torch import nn
 
-from sktransfer.lottery import PrunedClassifier, plot_lottery
+from sktransfer.pruning.lottery import PrunedClassifier, plot_lottery
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("SKTRANSFER_DATA", ROOT.parent / "shared" / "data"))

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from sktransfer import FineTuneClassifier, load_image_folder
-from sktransfer.lottery import PrunedClassifier, plot_lottery
+from sktransfer.pruning.lottery import PrunedClassifier, plot_lottery
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("SKTRANSFER_DATA", ROOT.parent / "shared" / "data"))

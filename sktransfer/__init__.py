@@ -32,15 +32,15 @@ _LAZY = {
     "EngineWarning": "frozen",
     "check_images": "images",
     "load_image_folder": "images",
-    "PrunedClassifier": "lottery",
-    "plot_lottery": "lottery",
+    "PrunedClassifier": "pruning",
+    "plot_lottery": "pruning",
     "LayerwiseNormalizer": "postprocessing",
     "TernaryDiscretizer": "postprocessing",
     "make_full_network_embedding": "postprocessing",
     "build_report": "report",
-    "DistilledClassifier": "distilled",
-    "born_again": "distilled",
-    "build_student": "students",
+    "DistilledClassifier": "distillation",
+    "born_again": "distillation",
+    "build_student": "distillation",
     "h_score": "analysis",
     "leep_score": "analysis",
     "linear_cka": "analysis",
@@ -119,14 +119,13 @@ if TYPE_CHECKING:  # what static analysers and IDEs see; nothing is imported at 
     from . import analysis
     from .analysis import h_score, leep_score, linear_cka, logme_score, rank_layers, rbf_cka
     from .backbones import Backbone, block_layers, list_backbones, list_layers, load_backbone
-    from .distilled import DistilledClassifier, born_again
+    from .distillation import DistilledClassifier, born_again, build_student
     from .extract_job import ExtractJobError, extract_features
     from .extraction import DeepFeatureExtractor
     from .finetune import FineTuneClassifier
     from .footprint import FootprintCallback, footprint
     from .frozen import DiskCache, EngineWarning, MemoryCache, StoreWarning, clear_cache
     from .images import check_images, load_image_folder
-    from .lottery import PrunedClassifier, plot_lottery
     from .parallel_predict import parallel_predict
     from .postprocessing import (
         FullNetworkScaler,
@@ -135,5 +134,5 @@ if TYPE_CHECKING:  # what static analysers and IDEs see; nothing is imported at 
         full_network_layers,
         make_full_network_embedding,
     )
+    from .pruning import PrunedClassifier, plot_lottery
     from .report import build_report
-    from .students import build_student

@@ -54,7 +54,7 @@ def report(args) -> int:
 
     The first line prints before torch is imported (seconds on a busy machine), and the budget
     counts from the command's start."""
-    from .report_paths import ReportError, check_report_paths
+    from .report.paths import ReportError, check_report_paths
 
     if not args.quiet:
         print(

@@ -435,9 +435,7 @@ callbacks, verbose, random_state
 
     def _use_feature_cache(self, inputs: ImageInputs) -> bool:
         possible = (
-            self._body_stays_frozen()
-            and inputs.kind != "vectors"
-            and self.frozen_body_ is not None
+            self._body_stays_frozen() and inputs.kind != "vectors" and self.frozen_body_ is not None
         )
         if self.cache_features is True and not possible:
             raise ValueError(

@@ -17,7 +17,7 @@ from skorch.callbacks import Callback
 from torch import nn
 
 from sktransfer import DistilledClassifier, born_again
-from sktransfer.students import SmallCNN, build_student
+from sktransfer.distillation.students import SmallCNN, build_student
 from sktransfer.training import NeuralClassifierBase
 
 # Tiny networks: one torch thread (see conftest.one_thread).
@@ -349,7 +349,7 @@ def test_born_again_from_a_finetune_classifier(images, finetuned):
 def test_network_teachers_run_on_the_chosen_engine(images, finetuned, engine, record_engines):
     if engine == "onnxruntime":
         pytest.importorskip("onnxruntime")
-    from sktransfer import teachers
+    from sktransfer.distillation import teachers
 
     used = record_engines(teachers)
     X, _ = images

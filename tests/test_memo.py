@@ -8,12 +8,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from sktransfer import memo as memo_module
 from sktransfer.frozen.files import StoreWarning
 from sktransfer.frozen.secret import seal
-from sktransfer.memo import Memo
+from sktransfer.report import memo as memo_module
+from sktransfer.report.memo import Memo
 
-#: What the report memoises, one value per stage (see sktransfer/report.py).
+#: What the report memoises, one value per stage (see sktransfer/report/build.py).
 STAGE_RESULTS = {
     "layer_plan": (["features.3", "features.18"], "classifier.1"),
     "stacked_features": (

@@ -13,9 +13,9 @@ from sklearn.model_selection import GridSearchCV
 from torch import nn
 
 from sktransfer import DistilledClassifier, FineTuneClassifier
+from sktransfer.distillation.teachers import teacher_outputs
 from sktransfer.images import check_images
 from sktransfer.progress import PlainPrintLog, progress_bar, training_header
-from sktransfer.teachers import teacher_outputs
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

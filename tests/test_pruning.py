@@ -1,4 +1,4 @@
-"""Tests of the pruning mechanics (sktransfer/pruning.py) on tiny networks."""
+"""Tests of the pruning mechanics (sktransfer/pruning/magnitude.py) on tiny networks."""
 
 import copy
 import pickle

@@ -12,9 +12,10 @@ from PIL import Image
 from tiny_networks import tiny_network
 
 from sktransfer.__main__ import main
-from sktransfer.report import _affordable_images, _recommend, build_report
-from sktransfer.report_budget import Budget
-from sktransfer.report_data import DataError, load_report_data, subsample_sizes
+from sktransfer.report import build_report
+from sktransfer.report.budget import Budget
+from sktransfer.report.build import _affordable_images, _recommend
+from sktransfer.report.data import DataError, load_report_data, subsample_sizes
 
 
 def make_tree(root, classes=("ants", "bees"), n=4, size=12):
@@ -388,8 +389,8 @@ def test_grid_search_on_dask_matches_local(tmp_path):
 
 
 def test_cold_cost_kept_for_cached_reruns(tmp_path):
-    from sktransfer.memo import Memo
-    from sktransfer.report import _cold_cost
+    from sktransfer.report.build import _cold_cost
+    from sktransfer.report.memo import Memo
 
     memory = Memo(tmp_path)
     assert _cold_cost(memory, "net", 0.1) == (0.1, False)

@@ -11,8 +11,8 @@ from PIL import Image
 from tiny_networks import tiny_network
 
 from sktransfer.report import build_report
-from sktransfer.report_data import load_report_data
-from sktransfer.report_pipeline import pipeline_code
+from sktransfer.report.codegen import pipeline_code
+from sktransfer.report.data import load_report_data
 
 
 def make_tree(root, n=8, size=16):
@@ -23,7 +23,6 @@ def make_tree(root, n=8, size=16):
             pixels = rng.integers(0, 200, (size, size, 3), dtype=np.uint8) + 40 * shift
             Image.fromarray(pixels.astype(np.uint8)).save(root / cls / f"{i}.png")
     return root
-
 
 
 def test_script_reproduces_the_report_on_a_sixteen_image_folder(tmp_path, monkeypatch, capsys):

@@ -447,7 +447,7 @@ def test_store_of_another_user_with_real_permissions(tmp_path):
 @pytest.mark.skipif(not hasattr(os, "umask"), reason="POSIX permissions")
 @pytest.mark.parametrize("umask", [0o002, 0o077])
 def test_created_files_and_folders_follow_the_umask(tmp_path, umask):
-    from sktransfer.memo import Memo
+    from sktransfer.report.memo import Memo
 
     previous = os.umask(umask)
     try:

@@ -2,7 +2,7 @@ import pytest
 import torch
 from torch import nn
 
-from sktransfer.students import (
+from sktransfer.distillation.students import (
     MLP,
     SmallCNN,
     StudentTransform,

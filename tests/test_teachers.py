@@ -8,10 +8,10 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVC
 from torch import nn
 
-from sktransfer import teachers
+from sktransfer.distillation import teachers
+from sktransfer.distillation.students import SmallCNN
+from sktransfer.distillation.teachers import prepare_teacher, teacher_module, teacher_outputs
 from sktransfer.images import check_images
-from sktransfer.students import SmallCNN
-from sktransfer.teachers import prepare_teacher, teacher_module, teacher_outputs
 
 
 @pytest.fixture(scope="module")
@@ -87,7 +87,7 @@ def test_teacher_module_finds_networks():
 
 def test_hint_and_embedding_may_be_the_same_output(data):
     X, _ = data
-    from sktransfer.students import MLP
+    from sktransfer.distillation.students import MLP
 
     module = MLP((5, 4), 3, dropout=0.1, in_features=6)  # hidden.1 ends in its dropout node
     backbone = prepare_teacher(module, X, None)

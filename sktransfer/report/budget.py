@@ -29,7 +29,7 @@ class Budget:
 
     Examples
     --------
-    >>> from sktransfer.report_budget import Budget
+    >>> from sktransfer.report.budget import Budget
     >>> budget = Budget(120.0)
     >>> budget.hold("t-SNE", 20)
     >>> budget.held()

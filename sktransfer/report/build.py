@@ -4,7 +4,7 @@ The answers the lectures say to look for before spending compute, in one command
 of the source model, feature extraction or light fine-tuning, what accuracy to expect, what it
 costs, and the code of the winning pipeline. Stages, in order of cost:
 
-1. data: read and check DATA (:mod:`sktransfer.report_data`);
+1. data: read and check DATA (:mod:`sktransfer.report.data`);
 2. activations: one forward pass tapping every block and the source logits
    (:func:`sktransfer.analysis.extract_layer_features`), through the on-disk activation
    cache, so a second run over the same images reads them back;
@@ -21,7 +21,7 @@ costs, and the code of the winning pipeline. Stages, in order of cost:
    the recommended pipeline as a runnable Python file.
 
 Stages 3-5 only need activations; their results are memoised next to the activation cache
-(:class:`sktransfer.memo.Memo`: ``.npz`` and JSON, authenticated, never unpickled), keyed by
+(:class:`sktransfer.report.memo.Memo`: ``.npz`` and JSON, authenticated, never unpickled), keyed by
 the features themselves, so on a second run they cost a hash and a read. The budget is
 planned from measured per-image costs: a pilot batch for extraction, a timed eager forward
 pass for fine-tuning.
@@ -42,12 +42,12 @@ from pathlib import Path
 
 import numpy as np
 
+from .budget import Budget, Progress
+from .codegen import _backbone_name, pipeline_code
+from .data import DataError, ReportData, load_report_data
 from .memo import Memo
-from .report_budget import Budget, Progress
-from .report_data import DataError, ReportData, load_report_data
-from .report_paths import check_report_paths
-from .report_pipeline import _backbone_name, pipeline_code
-from .report_tradeoff import extraction_trade_off, trade_off, trade_off_blocks
+from .paths import check_report_paths
+from .tradeoff import extraction_trade_off, trade_off, trade_off_blocks
 
 __all__ = ["DataError", "build_report"]
 
@@ -123,7 +123,7 @@ def build_report(
         :func:`sktransfer.footprint.footprint`.
     force : bool, default=False
         Overwrite an earlier report in ``out``; without it, an ``out`` that holds one raises
-        :class:`~sktransfer.report_paths.OutputError` (as does an ``out`` inside DATA, or an
+        :class:`~sktransfer.report.paths.OutputError` (as does an ``out`` inside DATA, or an
         ``out`` or ``cache`` that names an existing file), before any work.
     started : float or None
         The :func:`time.perf_counter` value the budget counts from (the command line passes
@@ -147,8 +147,8 @@ def build_report(
     >>> results["recommendation"]["approach"]
     'feature extraction'
     """
-    from .footprint import footprint, resolve_grid
-    from .frozen import default_cache_dir
+    from ..footprint import footprint, resolve_grid
+    from ..frozen import default_cache_dir
 
     budget = Budget(
         float(budget_minutes) * 60, start=time.perf_counter() if started is None else started
@@ -301,7 +301,7 @@ def build_report(
 
 
 def _memory(cache_dir: Path) -> Memo:
-    from ._version import __version__
+    from .._version import __version__
 
     # The memo keys calls by their arguments, not the library's code: a folder per
     # sktransfer version keeps an upgrade from reading stale scores.
@@ -321,9 +321,9 @@ def _activations(
     report says so). The pass goes through the activation cache, so the pilot's images are
     not computed twice and pipelines fitted later on these images reuse it.
     """
-    from .extraction import DeepFeatureExtractor
-    from .frozen import image_keys
-    from .images import check_images
+    from ..extraction import DeepFeatureExtractor
+    from ..frozen import image_keys
+    from ..images import check_images
 
     if isinstance(backbone, str):  # the layer plan depends on the architecture only
         layers, logits = memory.cache(_layer_plan)(backbone, params["weights"])
@@ -415,7 +415,7 @@ def _affordable_images(per_image: float, n_total: int, budget: Budget, least: in
 def _stacked_features(X, params, backbone, weights, tapped, keys, verbose):
     """All tapped layers' pooled features of X, through the activation cache. ``keys`` (the
     images' cache keys) and ``weights`` identify the call for memoisation; X is not hashed."""
-    from .extraction import DeepFeatureExtractor
+    from ..extraction import DeepFeatureExtractor
 
     extractor = DeepFeatureExtractor(backbone, layers=tapped, verbose=verbose, **params)
     stacked = extractor.fit(X[:1]).transform(X)
@@ -435,8 +435,8 @@ def _split(stacked, slices, layers, logits):
 def _layer_plan(backbone, weights, random_state=None) -> tuple[list, str | None]:
     """The blocks to score (at most MAX_LAYERS, spread over the depth) and the logits layer
     (None without a source classifier: no LEEP)."""
-    from .analysis.features import logits_layer
-    from .backbones import block_layers, load_backbone
+    from ..analysis.features import logits_layer
+    from ..backbones import block_layers, load_backbone
 
     loaded = load_backbone(backbone, weights, random_state=random_state)
     try:
@@ -483,7 +483,7 @@ def _probe_folds(y) -> int:
 
 
 def _score_table(train, y, probabilities):
-    from .analysis import rank_layers
+    from ..analysis import rank_layers
 
     cv = _probe_folds(y)
     scores = ["logme", "h_score"] + (["leep"] if probabilities is not None else [])
@@ -522,7 +522,7 @@ def _held_out_by_layer(train, y_train, test, y_test) -> dict:
 def _tsne_png(shallow, deep, y, titles, random_state) -> bytes:
     from threadpoolctl import threadpool_limits
 
-    from .analysis import plot_tsne_pair
+    from ..analysis import plot_tsne_pair
 
     # One thread: on shared or oversubscribed cores, OpenMP's spin-waits made t-SNE 10x slower.
     with threadpool_limits(1):
@@ -539,7 +539,7 @@ def _forward_seconds(backbone, weights, image_size: int) -> tuple[float, int]:
     On shared or oversubscribed cores one thread was 3-5x faster here (spin-waits)."""
     import torch
 
-    from .backbones import load_backbone
+    from ..backbones import load_backbone
 
     module = load_backbone(backbone, weights, random_state=0).module.eval()
     batch = torch.rand(8, 3, image_size, image_size)
@@ -562,8 +562,8 @@ def _forward_seconds(backbone, weights, image_size: int) -> tuple[float, int]:
 def _finetune(
     dataset: ReportData, backbone, weights, n_jobs, budget: Budget, progress, grid=None
 ) -> dict | None:
-    from .finetune import FineTuneClassifier
-    from .footprint import footprint
+    from ..finetune import FineTuneClassifier
+    from ..footprint import footprint
 
     n_train, n_test = len(dataset.y_train), len(dataset.y_test)
     smallest = _smallest_side(dataset.X_train)

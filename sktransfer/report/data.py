@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 from sklearn.model_selection import train_test_split
 
-from .decoding import DecodeError, check_header
-from .images import load_image_folder
-from .report_paths import ReportError
+from ..decoding import DecodeError, check_header
+from ..images import load_image_folder
+from .paths import ReportError
 
 __all__ = ["DataError", "ReportData", "load_report_data"]
 
@@ -119,7 +119,7 @@ def subsample_sizes(counts, minimums, total: int) -> np.ndarray:
 
     Examples
     --------
-    >>> from sktransfer.report_data import subsample_sizes
+    >>> from sktransfer.report.data import subsample_sizes
     >>> subsample_sizes([10, 10, 5], [2, 2, 1], 10).tolist()
     [4, 4, 2]
     >>> subsample_sizes([100, 3], [2, 2], 10).tolist()  # the small class keeps its minimum
@@ -166,7 +166,7 @@ def load_report_data(
 
     Examples
     --------
-    >>> from sktransfer.report_data import load_report_data
+    >>> from sktransfer.report.data import load_report_data
     >>> data = load_report_data(None, default_images=100)
     >>> data.name, len(data.y_train) + len(data.y_test)
     ('digits', 100)

@@ -53,7 +53,7 @@ def check_report_paths(data, out, cache=None, *, force: bool = False) -> None:
     --------
     >>> import tempfile
     >>> from pathlib import Path
-    >>> from sktransfer.report_paths import OutputError, check_report_paths
+    >>> from sktransfer.report.paths import OutputError, check_report_paths
     >>> out = Path(tempfile.mkdtemp())
     >>> check_report_paths(None, out)  # an empty folder: fine
     >>> _ = (out / "report.json").write_text("{}")

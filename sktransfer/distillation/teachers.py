@@ -25,11 +25,11 @@ from sklearn.utils import _safe_indexing
 from sklearn.utils.validation import check_is_fitted
 from torch import nn
 
-from .backbones import Backbone, ToUnitFloat, _graph_nodes, load_backbone, penultimate_layer
-from .distillation import probabilities_to_logits
-from .frozen import EngineWarning, FrozenNetwork, pooled_features, resolve_engine
-from .images import ImageInputs
-from .progress import progress_bar
+from ..backbones import Backbone, ToUnitFloat, _graph_nodes, load_backbone, penultimate_layer
+from ..frozen import EngineWarning, FrozenNetwork, pooled_features, resolve_engine
+from ..images import ImageInputs
+from ..progress import progress_bar
+from .losses import probabilities_to_logits
 
 __all__ = [
     "TeacherOutputs",

@@ -29,8 +29,8 @@ from sklearn.utils.validation import (
 )
 from skorch.callbacks import Callback
 
-from . import pruning
-from .devices import seed_from, seeded
+from ..devices import seed_from, seeded
+from . import magnitude
 
 __all__ = ["PrunedClassifier", "plot_lottery"]
 
@@ -208,9 +208,9 @@ class PrunedClassifier(ClassifierMixin, BaseEstimator):
                 del self.n_features_in_
             capture = trainer.callback(fitted, "lottery_rewind")
             module = trainer.module(fitted)
-            self.layers_ = pruning.prunable_layers(module, self.layers)
+            self.layers_ = magnitude.prunable_layers(module, self.layers)
             self.output_layer_ = self._resolve_output_layer()
-            pruning.attach_masks(module, self.layers_)
+            magnitude.attach_masks(module, self.layers_)
             self.init_state_ = capture.init_state
             rows = [self._record(trainer, fitted, 0, 0, "")]
             if capture.state is None:
@@ -222,7 +222,7 @@ class PrunedClassifier(ClassifierMixin, BaseEstimator):
             capture.active = False
             self.rewind_state_ = capture.state
             for round_ in range(1, self.n_rounds + 1):
-                pruning.prune_by_magnitude(
+                magnitude.prune_by_magnitude(
                     module,
                     self.layers_,
                     self.prune_rate,
@@ -233,7 +233,7 @@ class PrunedClassifier(ClassifierMixin, BaseEstimator):
                 control = {}
                 if self.reinit_control:
                     control = self._train_control(trainer, fitted, data, seed, round_)
-                pruning.rewind(module, self.rewind_state_)
+                magnitude.rewind(module, self.rewind_state_)
                 rows.append({**self._train_round(trainer, fitted, data, round_, ""), **control})
         evaluator = trainer.callback(fitted, "lottery_eval")
         evaluator.evaluation = evaluator.prepared = None  # the fitted model keeps no test set
@@ -242,7 +242,7 @@ class PrunedClassifier(ClassifierMixin, BaseEstimator):
             for name in self.layers_
         }
         if self.permanent:
-            pruning.make_permanent(module)
+            magnitude.make_permanent(module)
         self.estimator_ = fitted
         self.history_ = pd.DataFrame(rows)
         return self
@@ -306,10 +306,10 @@ class PrunedClassifier(ClassifierMixin, BaseEstimator):
         return self._record(trainer, fitted, round_, epochs_before, prefix)
 
     def _record(self, trainer, fitted, round_, epochs_before, prefix):
-        pruning.refresh_masked_weights(trainer.module(fitted))
+        magnitude.refresh_masked_weights(trainer.module(fitted))
         history = trainer.history(fitted)
         module = trainer.module(fitted)
-        counts = pruning.weights_remaining(module, self.layers_)
+        counts = magnitude.weights_remaining(module, self.layers_)
         remaining = sum(r for r, _ in counts.values())
         total = sum(t for _, t in counts.values())
         row = {"round": round_, "weights_remaining": remaining / total, "n_remaining": remaining}
@@ -331,12 +331,12 @@ class PrunedClassifier(ClassifierMixin, BaseEstimator):
 
     def _train_control(self, trainer, fitted, data, seed, round_):
         """The same mask, freshly re-initialised, trained the same way (the paper's control)."""
-        pruning.refresh_masked_weights(trainer.module(fitted))
+        magnitude.refresh_masked_weights(trainer.module(fitted))
         control = copy.deepcopy(fitted)
         module = trainer.module(control)
-        pruning.rewind(module, self.rewind_state_)
+        magnitude.rewind(module, self.rewind_state_)
         reinit_seed = None if seed is None else seed + 7919 * round_
-        pruning.reinitialize(module, self.layers_, random_state=reinit_seed)
+        magnitude.reinitialize(module, self.layers_, random_state=reinit_seed)
         return self._train_round(trainer, control, data, round_, "reinit_")
 
 
@@ -392,7 +392,7 @@ class _BaseTrainer:
     @staticmethod
     def eval_inputs(net, X):
         """``X`` read the way the estimator owning ``net`` reads it (once, on first use)."""
-        from .training import ImageDataset
+        from ..training import ImageDataset
 
         owner = net.owner
         inputs = owner._check_inputs(X, reset=False)
@@ -471,7 +471,7 @@ class _SkorchTrainer:
 def _trainer_for(estimator):
     from skorch import NeuralNet
 
-    from .training import NeuralClassifierBase
+    from ..training import NeuralClassifierBase
 
     if isinstance(estimator, NeuralClassifierBase):
         return _BaseTrainer
@@ -505,7 +505,7 @@ class _RewindCapture(Callback):
 
     def on_train_begin(self, net, **kwargs):
         if self.active:
-            self.init_state = pruning.snapshot(net.module_)
+            self.init_state = magnitude.snapshot(net.module_)
             if self.unit == "init" or self.k == 0:
                 self.state = self.init_state
 
@@ -513,13 +513,13 @@ class _RewindCapture(Callback):
         if self.active and training:
             self.iterations += 1
             if self.unit == "iteration" and self.iterations == self.k:
-                self.state = pruning.snapshot(net.module_)
+                self.state = magnitude.snapshot(net.module_)
 
     def on_epoch_end(self, net, **kwargs):
         if self.active:
             self.epochs += 1
             if self.unit == "epoch" and self.epochs == self.k:
-                self.state = pruning.snapshot(net.module_)
+                self.state = magnitude.snapshot(net.module_)
 
     def __getstate__(self):
         state = self.__dict__.copy()

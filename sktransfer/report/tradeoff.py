@@ -9,7 +9,7 @@ emissions E_CO2, time T) and human cost (n_EXP, the number of fits each approach
 
 from __future__ import annotations
 
-from .footprint import FootprintRecord
+from ..footprint import FootprintRecord
 
 #: The table's columns; the footprint ones come from FootprintRecord.cells().
 COLUMNS = [

@@ -21,9 +21,10 @@ from sklearn.utils.validation import _num_samples, column_or_1d
 from skorch.callbacks import Callback
 from torch import nn
 
-from .backbones import Backbone
-from .distillation import DistillationLoss, HintAdapter
-from .frozen import ENGINES
+from ..backbones import Backbone
+from ..frozen import ENGINES
+from ..training import NeuralClassifierBase, Preprocessing
+from .losses import DistillationLoss, HintAdapter
 from .students import Student, StudentTransform, build_student, reset_parameters
 from .teachers import (
     is_torch_teacher,
@@ -32,7 +33,6 @@ from .teachers import (
     teacher_outputs,
     unfrozen,
 )
-from .training import NeuralClassifierBase, Preprocessing
 
 __all__ = ["DistilledClassifier", "born_again"]
 
@@ -155,9 +155,9 @@ class DistilledClassifier(NeuralClassifierBase):
         keep it. None trains the student on the labels alone (the 'student alone' baseline).
     student : str or torch.nn.Module, default="cnn-small"
         ``"mlp-<width>-..."``, ``"cnn-<width>-..."``, ``"cnn-small"`` and the other
-        :data:`~sktransfer.students.NAMED_STUDENTS`, a torchvision model name (from scratch),
-        a module with ``n_classes`` outputs, or ``"teacher"``: the teacher's architecture with
-        fresh weights (born-again networks; needs a teacher that holds a network).
+        :data:`~sktransfer.distillation.students.NAMED_STUDENTS`, a torchvision model name (from
+        scratch), a module with ``n_classes`` outputs, or ``"teacher"``: the teacher's
+        architecture with fresh weights (born-again networks; needs a teacher that holds a network).
     temperature : float, default=4
         T, which softens the teacher's and the student's distributions.
     alpha : float in [0, 1], default=0.9
@@ -180,7 +180,7 @@ class DistilledClassifier(NeuralClassifierBase):
         features (the input of a Pipeline teacher's last step).
     image_size : int or None, default=None
         Student images are resized and centre-cropped to this size (see
-        :func:`~sktransfer.students.build_student`).
+        :func:`~sktransfer.distillation.students.build_student`).
     engine : {"auto", "torch", "onnxruntime"}, default="auto"
         Who runs the forward pass of a teacher that holds a network (a torch module, a
         Backbone, a FineTuneClassifier or a DistilledClassifier), see

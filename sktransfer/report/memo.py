@@ -27,8 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .frozen.files import StoreWarning, make_store_dir, write_atomic
-from .frozen.secret import seal, unseal
+from ..frozen.files import StoreWarning, make_store_dir, write_atomic
+from ..frozen.secret import seal, unseal
 
 __all__ = ["Memo"]
 
@@ -41,7 +41,7 @@ class Memo:
     Examples
     --------
     >>> import tempfile
-    >>> from sktransfer.memo import Memo
+    >>> from sktransfer.report.memo import Memo
     >>> calls = []
     >>> def square(x):
     ...     calls.append(x)

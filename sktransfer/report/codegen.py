@@ -1,7 +1,7 @@
 """The report's recommended pipeline as a runnable script that reproduces its number.
 
 The script reads the report's images, split and subsample through
-:func:`sktransfer.report_data.load_report_data` (same ``max_images``, same ``random_state``),
+:func:`sktransfer.report.data.load_report_data` (same ``max_images``, same ``random_state``),
 fits the recommended model with the report's seed, and prints its held-out accuracy next to the
 report's. It holds no path of the writing machine's cache.
 """
@@ -12,7 +12,7 @@ import re
 import sys
 from pathlib import Path
 
-from .report_data import ReportData
+from .data import ReportData
 
 __all__ = ["pipeline_code"]
 
@@ -41,7 +41,7 @@ def pipeline_code(
         "",
         "import sys",
         "",
-        "from sktransfer.report_data import load_report_data",
+        "from sktransfer.report.data import load_report_data",
         "",
         *_data_lines(dataset, random_state),
         "",

@@ -20,7 +20,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 from torchvision.models import get_model, get_model_weights, list_models
 
-from .devices import seeded
+from ..devices import seeded
 
 __all__ = [
     "MLP",
@@ -66,7 +66,7 @@ class MLP(nn.Sequential):
     Examples
     --------
     >>> import torch
-    >>> from sktransfer.students import MLP
+    >>> from sktransfer.distillation.students import MLP
     >>> MLP((32, 16), 3, in_features=8)(torch.zeros(2, 8)).shape
     torch.Size([2, 3])
     """
@@ -101,7 +101,7 @@ class SmallCNN(nn.Module):
     Examples
     --------
     >>> import torch
-    >>> from sktransfer.students import SmallCNN
+    >>> from sktransfer.distillation.students import SmallCNN
     >>> SmallCNN((8, 16), 4)(torch.zeros(2, 3, 32, 32)).shape
     torch.Size([2, 4])
     """
@@ -195,7 +195,7 @@ def build_student(spec, n_classes: int, *, image_size=None, random_state=None) -
 
     Examples
     --------
-    >>> from sktransfer.students import build_student
+    >>> from sktransfer.distillation.students import build_student
     >>> student = build_student("mlp-64-32", 10, random_state=0)
     >>> student.name, student.takes_vectors
     ('mlp-64-32', True)

@@ -7,7 +7,7 @@ of a masked entry is therefore exactly zero, and :func:`rewind` also zeroes the 
 of ``weight_orig``, so no optimizer (Adam, SGD with momentum or weight decay) can move them:
 pruned weights stay exactly zero and get no updates while training.
 
-The estimator that runs the iterative loop is :class:`sktransfer.lottery.PrunedClassifier`.
+The estimator that runs the iterative loop is :class:`sktransfer.pruning.lottery.PrunedClassifier`.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import torch
 from torch import nn
 from torch.nn.utils import prune
 
-from .devices import seeded
+from ..devices import seeded
 
 __all__ = [
     "PRUNABLE_TYPES",

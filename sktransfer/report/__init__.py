@@ -1,0 +1,32 @@
+"""The report: ``sktransfer report DATA`` answers "which layer, which method, how well".
+
+- :mod:`~sktransfer.report.paths`: the output folder and what may be written there;
+- :mod:`~sktransfer.report.data`: the dataset (a folder, an ``.npz`` or the embedded digits);
+- :mod:`~sktransfer.report.budget`: the time budget and progress lines;
+- :mod:`~sktransfer.report.memo`: authenticated results of earlier runs, reused on a rerun;
+- :mod:`~sktransfer.report.tradeoff`: the accuracy / time / energy table;
+- :mod:`~sktransfer.report.codegen`: the recommended pipeline as a runnable script;
+- :mod:`~sktransfer.report.build`: :func:`build_report`, the stages in order.
+
+The command line reads :mod:`~sktransfer.report.paths` (and refuses a bad folder) before torch
+is imported, so this package imports :mod:`~sktransfer.report.build` on first use only.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
+
+from .paths import OutputError, ReportError
+
+__all__ = ["DataError", "OutputError", "ReportError", "build_report"]
+
+
+def __getattr__(name: str):
+    if name in ("DataError", "build_report"):
+        return getattr(importlib.import_module(f"{__name__}.build"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+if TYPE_CHECKING:
+    from .build import DataError, build_report
