@@ -55,6 +55,8 @@ _LAZY = {
     "parallel_predict": "parallel_predict",
     "FootprintCallback": "footprint",
     "footprint": "footprint",
+    "MixUp": "mixup",
+    "bit_hyperrule": "hyperrule",
 }
 #: Public submodules reachable as attributes (``sktransfer.analysis.plot_tsne_pair``).
 _SUBMODULES = ("analysis",)
@@ -77,9 +79,11 @@ __all__ = [
     "FineTuneClassifier",
     "LayerwiseNormalizer",
     "MemoryCache",
+    "MixUp",
     "PrunedClassifier",
     "TernaryDiscretizer",
     "analysis",
+    "bit_hyperrule",
     "block_layers",
     "born_again",
     "build_report",
@@ -125,7 +129,9 @@ if TYPE_CHECKING:  # what static analysers and IDEs see; nothing is imported at 
     from .finetune import FineTuneClassifier
     from .footprint import FootprintCallback, footprint
     from .frozen import DiskCache, EngineWarning, MemoryCache, StoreWarning, clear_cache
+    from .hyperrule import bit_hyperrule
     from .images import check_images, load_image_folder
+    from .mixup import MixUp
     from .parallel_predict import parallel_predict
     from .postprocessing import (
         FullNetworkScaler,

@@ -43,6 +43,7 @@ from .frozen import (
     resolve_engine,
     tapped_network,
 )
+from .hyperrule import apply_hyperrule
 from .images import ImageInputs
 from .training import NeuralClassifierBase, Preprocessing, _softmax, count_trainable
 
@@ -138,6 +139,16 @@ class FineTuneClassifier(NeuralClassifierBase):
         applies, as for :class:`~sktransfer.DeepFeatureExtractor`: the same images through
         the same pretrained network and layer are computed once, whichever of the two
         estimators asks first (a folder path shares them with other processes and runs).
+    hyperrule : bool or float in (0, 1], default=False
+        BiT-HyperRule (:mod:`sktransfer.hyperrule`): steps, resolution (resize, random crop
+        and flip), MixUp, SGD with momentum 0.9, learning rate 0.003 with warm-up and decays
+        by 10 at 30/60/90 % of the steps, no weight decay and batch 512, chosen from the
+        training set's size and image size; these replace ``max_epochs``, ``lr``,
+        ``batch_size``, ``optimizer`` and ``weight_decay`` (``image_size`` and
+        ``augmentation`` must stay None). True: the paper's rule; a float ``scale`` shrinks
+        it for a CPU: steps and batch x ``scale``, image side x sqrt(``scale``) (about
+        ``scale**3`` of the compute). BiT trains everything at one rate: combine with
+        ``train_layers="all", backbone_lr_scale=1.0``.
     max_epochs, lr, batch_size, optimizer, weight_decay, early_stopping, \
 validation_fraction, n_iter_no_change, augmentation, mixed_precision, device, n_jobs, \
 callbacks, verbose, random_state
@@ -171,6 +182,9 @@ callbacks, verbose, random_state
     features_cached_ : bool
         Whether the head was trained on the frozen body's features computed once (then
         ``predict`` runs the frozen pass too).
+    hyperrule_ : dict or None
+        What BiT-HyperRule chose (:func:`sktransfer.hyperrule.bit_hyperrule`'s keys, plus
+        ``epochs`` and ``image_size``); None without ``hyperrule``.
     frozen_body_ : FrozenBody or None
         With ``cache_features`` possible: the backbone's ``name``, the ``layer`` its
         penultimate features are tapped at (``"classifier.0"`` for MobileNetV2, the layer
@@ -225,6 +239,7 @@ callbacks, verbose, random_state
         "cache_features": [StrOptions({"auto"}), "boolean"],
         "engine": [StrOptions(set(ENGINES))],
         "cache": [StrOptions({"memory"}), str, os.PathLike, DiskCache, MemoryCache, None],
+        "hyperrule": ["boolean", Interval(Real, 0, 1, closed="right")],
     }
 
     def __init__(
@@ -246,6 +261,7 @@ callbacks, verbose, random_state
         cache_features="auto",
         engine="auto",
         cache="memory",
+        hyperrule=False,
         max_epochs=10,
         lr=0.01,
         batch_size=32,
@@ -295,6 +311,7 @@ callbacks, verbose, random_state
         self.cache_features = cache_features
         self.engine = engine
         self.cache = cache
+        self.hyperrule = hyperrule
 
     # ------------------------------------------------------------------ public API
 
@@ -316,11 +333,13 @@ callbacks, verbose, random_state
         """
         self._check_head_params()
         inputs, y_encoded = self._prepare_fit(X, y)
+        self.hyperrule_ = apply_hyperrule(self, inputs) if self.hyperrule else None
         self.features_cached_ = self._use_feature_cache(inputs)
         if self.features_cached_:
             self._train_head_on_cached_features(inputs, y_encoded)
         else:
-            self._continue_training(inputs, y_encoded)
+            epochs = self.hyperrule_["epochs"] if self.hyperrule_ else None
+            self._continue_training(inputs, y_encoded, max_epochs=epochs)
         self.lora_merged_ = False
         self._count_parameters()
         if self.merge_lora and self.lora_layers_:
@@ -428,7 +447,12 @@ callbacks, verbose, random_state
 
     def _body_stays_frozen(self) -> bool:
         """Only the head trains and nothing changes the body's output between epochs."""
-        return self.train_layers == "head" and self.lora_rank == 0 and self.augmentation is None
+        return (
+            self.train_layers == "head"
+            and self.lora_rank == 0
+            and self.augmentation is None
+            and not self.hyperrule  # the rule crops and flips training images
+        )
 
     def _frozen_body_possible(self) -> bool:
         return self._body_stays_frozen() and self.cache_features in ("auto", True)

@@ -51,6 +51,8 @@ FLOW = [
     "sktransfer.analysis.plots",
     "sktransfer.analysis",
     "sktransfer.training",
+    "sktransfer.mixup",
+    "sktransfer.hyperrule",
     "sktransfer.finetune",
     "sktransfer.distillation.losses",
     "sktransfer.distillation.students",
