@@ -79,7 +79,7 @@ def bit_hyperrule(n_samples: int, image_size, *, scale: float = 1.0) -> dict:
         ``steps``, ``warmup_steps``, ``milestones`` (the steps at which the rate is divided
         by 10), ``lr``, ``momentum``, ``weight_decay``, ``batch_size``, ``resize``, ``crop``,
         ``mixup_alpha`` (0.0: no MixUp), ``scale``, and the unscaled ``regime``:
-        ``n_samples``, ``small_images``, ``paper_steps``.
+        ``n_samples``, ``small_images``, ``paper_steps``, ``paper_warmup_steps``.
 
     Examples
     --------
@@ -111,6 +111,7 @@ def bit_hyperrule(n_samples: int, image_size, *, scale: float = 1.0) -> dict:
             "n_samples": int(n_samples),
             "small_images": bool(small),
             "paper_steps": paper_steps,
+            "paper_warmup_steps": paper_warmup,
         },
     }
 
@@ -170,8 +171,8 @@ def apply_hyperrule(estimator, inputs: ImageInputs) -> dict:
     rule = bit_hyperrule(len(inputs), image_size, scale=scale)
     per_epoch = math.ceil(_n_training(estimator, len(inputs)) / rule["batch_size"])
     epochs = math.ceil(rule["steps"] / per_epoch)
-    paper = rule["regime"]["paper_steps"]
-    warmup_fraction = next(r[2] for r in REGIMES if r[1] == paper) / paper
+    regime = rule["regime"]
+    warmup_fraction = regime["paper_warmup_steps"] / regime["paper_steps"]
     rule.update(schedule_steps(epochs * per_epoch, warmup_fraction), epochs=epochs)
     rule["image_size"] = tuple(int(s) for s in image_size)
     estimator.preprocessing_ = _rule_preprocessing(estimator.preprocessing_, rule)
