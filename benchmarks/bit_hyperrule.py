@@ -131,6 +131,11 @@ def rule_settings(rule) -> str:
 def comparison_rows(record) -> list[str]:
     rows = {r["method"]: r for r in record["rows"]}
     rule = rows["HyperRule, full fine-tuning"]
+    chose = rule["rule"]
+    chose = (
+        f"{chose['steps']} steps x {chose['batch_size']}, {chose['resize']}/{chose['crop']} px, "
+        f"MixUp {chose['mixup_alpha'] or 'off'}"
+    )
     lines = []
     for baseline in ("defaults (head only)", "defaults, full fine-tuning"):
         base = rows[baseline]
@@ -138,7 +143,7 @@ def comparison_rows(record) -> list[str]:
             f"| {record['dataset']} | {record['scale']:g} | {baseline} | {base['acc']:.3f} | "
             f"{base['auc']:.3f} | {base['fit_s']:.0f} | {rule['acc']:.3f} | {rule['auc']:.3f}"
             f" | {rule['fit_s']:.0f} | {rule['acc'] - base['acc']:+.3f} | "
-            f"{rule['fit_s'] / base['fit_s']:.1f}x |"
+            f"{rule['fit_s'] / base['fit_s']:.1f}x | {chose} |"
         )
     return lines
 
@@ -152,7 +157,8 @@ def records() -> list[dict]:
 def render_report(loaded) -> str:
     head = (
         "| dataset | scale | baseline | baseline ACC | baseline AUC | baseline fit (s) | "
-        "HyperRule ACC | HyperRule AUC | HyperRule fit (s) | ACC gain | time ratio |"
+        "HyperRule ACC | HyperRule AUC | HyperRule fit (s) | ACC gain | time ratio | "
+        "rule chose |"
     )
     lines = [head, "|" + " --- |" * (head.count("|") - 1)]
     for record in loaded:
