@@ -192,8 +192,10 @@ def plot(loaded, path) -> None:
             colour = f"C{methods.index(method)}"
             for axis, metric in zip(axes, ("acc", "auc"), strict=True):
                 axis.scatter(row["fit_s"], row[metric], marker=marker, color=colour, label=label)
+                text = record["dataset"]  # baselines repeat per scale: same numbers
+                text += f" s={record['scale']:g}" if "rule" in row else ""
                 axis.annotate(
-                    f"{record['dataset']} s={record['scale']:g}",
+                    text,
                     (row["fit_s"], row[metric]),
                     fontsize=7,
                     xytext=(3, 3),
