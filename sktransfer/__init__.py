@@ -55,12 +55,14 @@ _LAZY = {
     "parallel_predict": "parallel_predict",
     "FootprintCallback": "footprint",
     "footprint": "footprint",
+    "MaxNorm": "constraints",
 }
 #: Public submodules reachable as attributes (``sktransfer.analysis.plot_tsne_pair``).
 _SUBMODULES = ("analysis",)
 
 # Written out (not computed) so that linters see what the TYPE_CHECKING imports below serve.
 __all__ = [
+    "MaxNorm",
     "ExtractJobError",
     "FootprintCallback",
     "FullNetworkScaler",
@@ -119,6 +121,7 @@ if TYPE_CHECKING:  # what static analysers and IDEs see; nothing is imported at 
     from . import analysis
     from .analysis import h_score, leep_score, linear_cka, logme_score, rank_layers, rbf_cka
     from .backbones import Backbone, block_layers, list_backbones, list_layers, load_backbone
+    from .constraints import MaxNorm
     from .distillation import DistilledClassifier, born_again, build_student
     from .extract_job import ExtractJobError, extract_features
     from .extraction import DeepFeatureExtractor

@@ -20,6 +20,7 @@ FLOW = [
     "sktransfer.devices",
     "sktransfer.progress",
     "sktransfer.footprint",
+    "sktransfer.constraints",
     "sktransfer.decoding",
     "sktransfer.images",
     "sktransfer.backbones",
