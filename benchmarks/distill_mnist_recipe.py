@@ -19,13 +19,13 @@ test set through the network in eval mode; nothing is tuned on them), so the res
 shows the curve of errors against epochs, not only the last point.
 
 The teacher and the distilled student train one after the other; the student alone does not
-need the teacher, so ``--part alone`` and ``--part teacher+distilled`` can run side by side (two
+need the teacher, so ``--part alone`` and ``--part teacher-distilled`` can run side by side (two
 processes); ``--render`` then writes the Markdown and the plot from their JSON files.
 
 Usage::
 
     PYTHONPATH=. python benchmarks/distill_mnist_recipe.py --device cuda --part alone &
-    PYTHONPATH=. python benchmarks/distill_mnist_recipe.py --device cuda --part teacher+distilled
+    PYTHONPATH=. python benchmarks/distill_mnist_recipe.py --device cuda --part teacher-distilled
     wait; PYTHONPATH=. python benchmarks/distill_mnist_recipe.py --render
     PYTHONPATH=. python benchmarks/distill_mnist_recipe.py --smoke   # seconds, on 1,000 images
 """
@@ -51,7 +51,7 @@ from sktransfer.constraints import MaxNorm
 from sktransfer.distillation.students import MLP
 
 PAPER = {"teacher": 67, "student alone": 146, "student distilled (T=20)": 74}
-PARTS = {"alone": ["student alone"], "teacher+distilled": ["teacher", "student distilled (T=20)"]}
+PARTS = {"alone": ["student alone"], "teacher-distilled": ["teacher", "student distilled (T=20)"]}
 
 
 class TestErrors(Callback):
@@ -76,6 +76,7 @@ class TestErrors(Callback):
 
 
 def estimator(teacher, student, epochs, args, x_test, y_test, extra_callbacks=(), **params):
+    params.setdefault("lr", args.lr)
     callbacks = [
         ("cosine", LRScheduler(torch.optim.lr_scheduler.CosineAnnealingLR, T_max=epochs)),
         ("test_errors", TestErrors(x_test, y_test)),
@@ -86,9 +87,9 @@ def estimator(teacher, student, epochs, args, x_test, y_test, extra_callbacks=()
         student=student,
         max_epochs=epochs,
         batch_size=args.batch_size,
-        lr=args.lr,
         optimizer="sgd",
         device=args.device,
+        mixed_precision=False,  # fp32 as in the paper (and the curve's eval pass is fp32)
         callbacks=callbacks,
         random_state=args.seed,
         verbose=0,
@@ -103,7 +104,7 @@ def fit_and_record(name, model, X, y, x_test, y_test):
     curve = [int(e["test_errors"]) for e in model.history_]
     errors = int(np.sum(model.predict(x_test) != y_test))
     assert errors == curve[-1], (name, errors, curve[-1])  # the curve reads what predict says
-    print(f"{name}: {errors} test errors, {seconds:.0f} s", flush=True)
+    print(f"{name}: {errors} test errors, {seconds:.0f} s; curve {curve}", flush=True)
     return {"errors": errors, "seconds": seconds, "curve": curve, "epochs": len(curve)}
 
 
@@ -119,6 +120,7 @@ def run_teacher_and_distilled(args, data):
         None, teacher_network(args), args.teacher_epochs, args, x_test, y_test, max_norm
     )
     rows = {"teacher": fit_and_record("teacher", teacher, x_train, y_train, x_test, y_test)}
+    save(args, "teacher-distilled", rows)  # a run cut short still keeps the teacher's curve
     distilled = estimator(
         FrozenEstimator(teacher),
         "mlp-800-800",
@@ -128,6 +130,7 @@ def run_teacher_and_distilled(args, data):
         y_test,
         temperature=20.0,
         alpha=args.alpha,
+        lr=args.distill_lr or args.lr,
     )
     name = "student distilled (T=20)"
     rows[name] = fit_and_record(name, distilled, x_train, y_train, x_test, y_test)
@@ -150,6 +153,7 @@ def parse(argv=None):
     parser.add_argument("--distill-epochs", type=int, default=150)
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--lr", type=float, default=0.1)
+    parser.add_argument("--distill-lr", type=float, help="the distilled student's lr (--lr)")
     parser.add_argument("--max-norm", type=float, default=3.5)
     parser.add_argument("--alpha", type=float, default=0.9, help="weight of the soft targets")
     parser.add_argument(
@@ -185,15 +189,19 @@ def main(argv=None):
             rows = (
                 run_alone(args, data) if part == "alone" else run_teacher_and_distilled(args, data)
             )
-            record = {
-                "rows": rows,
-                "machine": machine(),
-                "args": vars(args),
-                "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-            }
-            (out / f"distill_mnist_recipe_{part}.json").write_text(json.dumps(record, indent=1))
+            save(args, part, rows)
     if args.render or args.part == "all":
         render(out)
+
+
+def save(args, part: str, rows: dict) -> None:
+    record = {
+        "rows": rows,
+        "machine": machine(),
+        "args": vars(args),
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+    }
+    (Path(args.out) / f"distill_mnist_recipe_{part}.json").write_text(json.dumps(record, indent=1))
 
 
 def seconds_per_epoch(student, args, data) -> float:
@@ -206,7 +214,7 @@ def seconds_per_epoch(student, args, data) -> float:
 
 def fit_epochs_to_budget(args, data, parts) -> None:
     budget = args.budget_minutes * 60
-    if "teacher+distilled" in parts:
+    if "teacher-distilled" in parts:
         per_epoch = seconds_per_epoch(teacher_network(args), args, data)
         args.teacher_epochs = args.distill_epochs = max(10, int(0.45 * budget / per_epoch))
         print(f"teacher: {per_epoch:.2f} s/epoch -> {args.teacher_epochs} epochs", flush=True)
@@ -257,17 +265,17 @@ def plot(rows: dict, path: Path) -> None:
 
 
 def markdown(rows: dict, meta: dict) -> str:
-    args = meta["teacher+distilled"]["args"]
+    args = meta["teacher-distilled"]["args"]
     alone_args = meta["alone"]["args"]
     lines = [
         "# Distillation on MNIST, the paper's recipe followed further (Hinton et al. 2015)",
         "",
         "- Commands: `PYTHONPATH=. python benchmarks/distill_mnist_recipe.py --device "
-        f"{args['device']} --part teacher+distilled --teacher-epochs {args['teacher_epochs']} "
+        f"{args['device']} --part teacher-distilled --teacher-epochs {args['teacher_epochs']} "
         f"--distill-epochs {args['distill_epochs']}` and, side by side, `... --part alone "
         f"--alone-epochs {alone_args['alone_epochs']}`, then `... --render`",
-        f"- Machine: {meta['teacher+distilled']['machine']}",
-        f"- Date: {meta['teacher+distilled']['date']}",
+        f"- Machine: {meta['teacher-distilled']['machine']}",
+        f"- Date: {meta['teacher-distilled']['date']}",
         "",
         f"Teacher: 784-1200-1200-10 ReLU, dropout 0.2 (input) / 0.5 (hidden), inputs jittered "
         f"by up to 2 pixels, max-norm {args['max_norm']} on every unit's incoming weights. "
