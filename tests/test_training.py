@@ -292,3 +292,19 @@ def test_model_saved_for_a_missing_gpu_loads_on_cpu_with_a_warning():
         restored = pickle.loads(data)
     assert restored.device_.type == "cpu" and restored.net_.device == "cpu"
     np.testing.assert_array_equal(restored.predict_proba(X), expected)
+
+
+def test_the_architecture_docs_example_estimator_runs():
+    """docs/architecture.md's hook-protocol example is a complete estimator: run it as is."""
+    import re
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "architecture.md").read_text()
+    section = doc.split("## The training hook protocol", 1)[1].split("\n## ", 1)[0]
+    blocks = re.findall(r"```python\n(.*?)```", section, flags=re.DOTALL)
+    assert len(blocks) == 1, "the hook protocol section should hold one example"
+    namespace = {}
+    exec(compile(blocks[0], "docs/architecture.md", "exec"), namespace)
+    probe = namespace["probe"]
+    assert isinstance(probe, NeuralClassifierBase) and probe.n_epochs_ == 20
+    assert clone(probe).get_params() == probe.get_params()

@@ -1,9 +1,10 @@
 """DistilledClassifier: knowledge distillation from any fitted teacher into a small student.
 
 Built on the shared training base (:class:`sktransfer.training.NeuralClassifierBase`): the
-teacher is queried once in ``_setup``, its answers become per-sample training targets in
-``_training_targets``, and :class:`~sktransfer.distillation.DistillationLoss` is the
-``_criterion``.
+teacher is made ready in ``_setup`` and queried once in ``_build_module`` (the hooks pass it,
+the student and the teacher's answers along in the fit's ``FitContext.extras``), its answers
+become per-sample training targets in ``_training_targets``, and
+:class:`~sktransfer.distillation.DistillationLoss` is the ``_criterion``.
 """
 
 from __future__ import annotations

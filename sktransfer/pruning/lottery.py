@@ -24,6 +24,7 @@ from sklearn.utils.validation import check_is_fitted, column_or_1d
 from skorch.callbacks import Callback
 
 from ..devices import seed_from, seeded
+from ..training.base import store_parameters
 from . import magnitude
 from .plots import plot_lottery
 from .trainers import trainer_for
@@ -153,18 +154,7 @@ class PrunedClassifier(ClassifierMixin, BaseEstimator):
         random_state=None,
         verbose=0,
     ):
-        self.estimator = estimator
-        self.prune_rate = prune_rate
-        self.output_rate = output_rate
-        self.n_rounds = n_rounds
-        self.rewind = rewind
-        self.scope = scope
-        self.layers = layers
-        self.output_layer = output_layer
-        self.reinit_control = reinit_control
-        self.permanent = permanent
-        self.random_state = random_state
-        self.verbose = verbose
+        store_parameters(self, locals())
 
     @_fit_context(prefer_skip_nested_validation=False)
     def fit(self, X, y, eval_set=None):
