@@ -253,15 +253,15 @@ def full_network_layers(backbone="mobilenet_v2", weights=None) -> list[str]:
     >>> len(layers), layers[:3]
     (52, ['features.0', 'features.1.conv.0', 'features.1.conv.2'])
     """
-    from .backbones import Backbone, load_backbone
+    from .backbones import Backbone, last_linear, load_backbone
 
     bb = backbone if isinstance(backbone, Backbone) else load_backbone(backbone, weights)
     modules = dict(bb.module.named_modules())
-    linear = [name for name, m in modules.items() if isinstance(m, nn.Linear)]
+    output = (last_linear(bb.module) or (None,))[0]
     taps = [
         _tap_after(modules, name)
         for name, m in modules.items()
-        if isinstance(m, nn.Conv2d) or (isinstance(m, nn.Linear) and name != linear[-1])
+        if isinstance(m, nn.Conv2d) or (isinstance(m, nn.Linear) and name != output)
     ]
     if not taps:
         raise ValueError(

@@ -74,8 +74,8 @@ class PlainStudent(NeuralClassifierBase):
             random_state=random_state,
         )
 
-    def _build_module(self, n_classes):
-        student = build_student("mlp-16", n_classes, random_state=self._seed_)
+    def _build_module(self, context):
+        student = build_student("mlp-16", len(self.classes_), random_state=context.seed)
         student.module.eval()
         with torch.no_grad():  # initialise the lazy layers as DistilledClassifier's probe does
             student.module(torch.zeros(2, self.n_features_in_))

@@ -120,7 +120,7 @@ def test_frozen_weights_and_batchnorm_statistics_stay_bit_identical(train_layers
         if isinstance(m, nn.BatchNorm2d) and not m.weight.requires_grad
     ]
     before = {k: v.clone() for k, v in body.state_dict().items()}
-    clf._continue_training(*prepared)
+    clf._continue_training(prepared)
     after = body.state_dict()
     changed = {k for k in before if not torch.equal(before[k], after[k])}
     stats = {f"{m}.{s}" for m in frozen_bn for s in ("running_mean", "running_var")}
@@ -137,7 +137,7 @@ def test_norm_only_trains_batchnorm_in_train_mode():
     clf, X, prepared = build(train_layers="norm", lr=0.5)
     body = clf.net_.module_.body
     before = body.features[0][1].running_mean.clone()
-    clf._continue_training(*prepared)
+    clf._continue_training(prepared)
     assert not torch.equal(before, body.features[0][1].running_mean)
 
 
@@ -184,9 +184,9 @@ def test_cached_features_train_the_same_head():
 @pytest.mark.parametrize("engine", ["onnxruntime", "auto"])
 def test_cached_features_come_from_the_chosen_engine(engine, record_engines):
     pytest.importorskip("onnxruntime")
-    from sktransfer import finetune
+    from sktransfer import finetune_frozen
 
-    used = record_engines(finetune)
+    used = record_engines(finetune_frozen)
     X, y = images()
     params = dict(max_epochs=3, random_state=0, lr=0.1, device="cpu")
     fast = FineTuneClassifier(tiny_cnn(), engine=engine, **params).fit(X, y)
@@ -347,7 +347,7 @@ def test_mobilenet_top_blocks_keep_frozen_batchnorm_statistics():
     bottom = body.features[10].conv[1][1]  # a BatchNorm well below the top two blocks
     top = body.features[18][1]
     bottom_mean, top_mean = bottom.running_mean.clone(), top.running_mean.clone()
-    clf._continue_training(*prepared)
+    clf._continue_training(prepared)
     assert torch.equal(bottom_mean, bottom.running_mean)
     assert not torch.equal(top_mean, top.running_mean)
     assert clf.blocks_[-2:] == ["features.17", "features.18"]

@@ -67,7 +67,8 @@ class TinyMLP(NeuralClassifierBase):
         )
         self.freeze_first = freeze_first
 
-    def _build_module(self, n_classes):
+    def _build_module(self, context):
+        n_classes = len(self.classes_)
         module = nn.Sequential(
             nn.Linear(self.n_features_in_, 16),
             nn.ReLU(),

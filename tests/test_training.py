@@ -1,4 +1,4 @@
-"""Tests of the shared training base (sktransfer/training.py) through a tiny subclass."""
+"""Tests of the shared training base (sktransfer/training/) through a tiny subclass."""
 
 import pickle
 import warnings
@@ -62,7 +62,8 @@ class TinyClassifier(NeuralClassifierBase):
         )
         self.freeze_first = freeze_first
 
-    def _build_module(self, n_classes):
+    def _build_module(self, context):
+        n_classes = len(self.classes_)
         if self.input_kind_ == "vectors":
             first = nn.Sequential(nn.Linear(self.n_features_in_, 8), nn.BatchNorm1d(8))
             width = 8
@@ -125,10 +126,10 @@ def test_augmentation_is_never_applied_at_prediction():
 def test_frozen_weights_and_batchnorm_statistics_do_not_change():
     X, y = _data()
     clf = TinyClassifier(freeze_first=True, random_state=0, lr=0.5)
-    inputs, y_encoded = clf._prepare_fit(X, y)
+    context = clf._prepare_fit(X, y)
     before = {k: v.clone() for k, v in clf.net_.module_[0].state_dict().items()}
     head = clf.net_.module_[3].weight.detach().clone()
-    clf._continue_training(inputs, y_encoded)
+    clf._continue_training(context)
     after = clf.net_.module_[0].state_dict()
     for key, value in before.items():
         assert torch.equal(value, after[key]), key  # bit-identical, running stats included
@@ -200,11 +201,11 @@ def test_interrupt_is_not_mistaken_for_early_stopping():
 def test_continue_training_accumulates_epochs_and_respects_new_freezing():
     X, y = _data()
     clf = TinyClassifier(random_state=0, max_epochs=2)
-    inputs, y_encoded = clf._prepare_fit(X, y)
-    clf._continue_training(inputs, y_encoded)
+    context = clf._prepare_fit(X, y)
+    clf._continue_training(context)
     clf.net_.module_[3].requires_grad_(False)
     frozen = clf.net_.module_[3].weight.detach().clone()
-    clf._continue_training(inputs, y_encoded, max_epochs=3)
+    clf._continue_training(context, max_epochs=3)
     assert clf.n_epochs_ == 5
     assert torch.equal(frozen, clf.net_.module_[3].weight)
     assert clf.n_trainable_params_ == 5 * 8 + 8 + 2 * 8
@@ -219,10 +220,11 @@ def test_training_targets_hook_feeds_dicts_to_the_criterion():
             return nn.functional.cross_entropy(logits, targets["y"]) + 0 * targets["w"].sum()
 
     class WithTargets(TinyClassifier):
-        def _training_targets(self, inputs, y_encoded):
+        def _training_targets(self, context):
+            y_encoded = context.y_encoded
             return {"y": y_encoded, "w": np.ones(len(y_encoded), np.float32)}
 
-        def _criterion(self):
+        def _criterion(self, context):
             return SoftLoss()
 
     X, y = _data()
@@ -290,3 +292,19 @@ def test_model_saved_for_a_missing_gpu_loads_on_cpu_with_a_warning():
         restored = pickle.loads(data)
     assert restored.device_.type == "cpu" and restored.net_.device == "cpu"
     np.testing.assert_array_equal(restored.predict_proba(X), expected)
+
+
+def test_the_architecture_docs_example_estimator_runs():
+    """docs/architecture.md's hook-protocol example is a complete estimator: run it as is."""
+    import re
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "architecture.md").read_text()
+    section = doc.split("## The training hook protocol", 1)[1].split("\n## ", 1)[0]
+    blocks = re.findall(r"```python\n(.*?)```", section, flags=re.DOTALL)
+    assert len(blocks) == 1, "the hook protocol section should hold one example"
+    namespace = {}
+    exec(compile(blocks[0], "docs/architecture.md", "exec"), namespace)
+    probe = namespace["probe"]
+    assert isinstance(probe, NeuralClassifierBase) and probe.n_epochs_ == 20
+    assert clone(probe).get_params() == probe.get_params()
