@@ -22,6 +22,7 @@ from torch import nn
 
 from ..backbones import Backbone
 from ..frozen import ENGINES
+from ..images import concatenate_images
 from ..training import FitContext, NeuralClassifierBase, Preprocessing, store_parameters
 from .losses import DistillationLoss, HintAdapter
 from .network import (
@@ -225,7 +226,7 @@ preprocessing_, input_kind_, n_features_in_
             check_classification_targets(y)
             if len(y) != n_labelled:
                 raise ValueError(f"X has {n_labelled} samples but y has {len(y)} labels.")
-        transfer = X if X_unlabeled is None else _concatenate(X, X_unlabeled)
+        transfer = X if X_unlabeled is None else concatenate_images(X, X_unlabeled)
         n_transfer = n_labelled + (0 if X_unlabeled is None else _num_samples(X_unlabeled))
         # The context's X is the whole transfer set; the labelled part and its labels travel
         # in its extras to the hooks (the teacher is fitted on them, classes come from them).
@@ -461,17 +462,3 @@ def born_again(teacher, X, y=None, *, generations=3, X_unlabeled=None, **params)
         fitted.append(model.fit(X, y, X_unlabeled=X_unlabeled))
         teacher = model
     return fitted
-
-
-def _concatenate(X, X_unlabeled):
-    """Join the labelled and unlabelled inputs in the form the teacher takes."""
-    a, b = (x.to_numpy() if hasattr(x, "to_numpy") else x for x in (X, X_unlabeled))
-    if (
-        isinstance(a, np.ndarray)
-        and isinstance(b, np.ndarray)
-        and a.dtype != object
-        and b.dtype != object
-        and a.shape[1:] == b.shape[1:]
-    ):
-        return np.concatenate([a, b])
-    return [*list(a), *list(b)]
