@@ -7,13 +7,13 @@ import os
 from numbers import Integral
 
 import numpy as np
-from sklearn.base import BaseEstimator, TransformerMixin, _fit_context
-from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 from torch import nn
-from torchvision.models._api import WeightsEnum
+from torchvision.models import WeightsEnum
 
+from ._compat import Interval, StrOptions, _fit_context
 from .backbones import _is_path, block_layers, load_backbone, penultimate_layer
 from .devices import available_or_cpu, resolve_device, seed_from, seeded
 from .frozen import (

@@ -69,9 +69,8 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 from PIL import Image
-from sklearn.base import BaseEstimator, ClassifierMixin, _fit_context
+from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.model_selection import StratifiedShuffleSplit
-from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import (
     check_consistent_length,
@@ -93,6 +92,7 @@ from torch import nn
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
 
+from ._compat import Interval, StrOptions, _fit_context
 from .backbones import ToUnitFloat
 from .devices import available_or_cpu, resolve_device, seed_from, seeded
 from .images import ImageInputs, check_images

@@ -14,13 +14,12 @@ from numbers import Integral, Real
 
 import numpy as np
 import torch
-from sklearn.base import _fit_context
-from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.multiclass import check_classification_targets
-from sklearn.utils.validation import _num_samples, column_or_1d
+from sklearn.utils.validation import column_or_1d
 from skorch.callbacks import Callback
 from torch import nn
 
+from .._compat import Interval, StrOptions, _fit_context, _num_samples
 from ..backbones import Backbone
 from ..frozen import ENGINES
 from ..training import NeuralClassifierBase, Preprocessing

@@ -21,10 +21,10 @@ import torch.nn.functional as F
 from sklearn.base import clone, is_classifier
 from sklearn.frozen import FrozenEstimator
 from sklearn.pipeline import Pipeline
-from sklearn.utils import _safe_indexing
 from sklearn.utils.validation import check_is_fitted
 from torch import nn
 
+from .._compat import _safe_indexing
 from ..backbones import Backbone, ToUnitFloat, _graph_nodes, load_backbone, penultimate_layer
 from ..frozen import EngineWarning, FrozenNetwork, pooled_features, resolve_engine
 from ..images import ImageInputs

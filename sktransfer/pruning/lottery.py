@@ -17,9 +17,8 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 import torch
-from sklearn.base import BaseEstimator, ClassifierMixin, _fit_context, clone
+from sklearn.base import BaseEstimator, ClassifierMixin, clone
 from sklearn.utils import get_tags
-from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import (
     check_array,
@@ -29,6 +28,7 @@ from sklearn.utils.validation import (
 )
 from skorch.callbacks import Callback
 
+from .._compat import Interval, StrOptions, _fit_context
 from ..devices import seed_from, seeded
 from . import magnitude
 
