@@ -6,7 +6,7 @@ module imports them from here (``tests/test_compat.py`` fails otherwise), so whe
 this file is the only one to change. Each import says why the project uses it and where to
 look when it breaks.
 
-The torchvision name is imported on first use (module ``__getattr__``), so the modules that
+The torchvision names are imported on first use (module ``__getattr__``), so the modules that
 need only the scikit-learn names (``postprocessing``) do not pay for importing torchvision.
 """
 
@@ -37,7 +37,8 @@ from sklearn.utils._param_validation import Interval, StrOptions
 # estimators accept once ``check_images`` has validated them.
 from sklearn.utils.validation import _num_samples
 
-#: The scikit-learn names; ``ImageClassification`` is served by ``__getattr__`` below.
+#: The scikit-learn names; the torchvision ones (``ImageClassification``, ``jpeg_decoder_op``)
+#: are served by ``__getattr__`` below.
 __all__ = [
     "Interval",
     "StrOptions",
@@ -57,4 +58,17 @@ def __getattr__(name: str):
         from torchvision.transforms._presets import ImageClassification
 
         return ImageClassification
+    if name == "jpeg_decoder_op":
+        # torchvision's libjpeg-turbo decoder, the op ``torchvision.io.decode_jpeg`` calls
+        # (arguments: the file's bytes as a 1-D uint8 tensor, an ``ImageReadMode`` value,
+        # apply_exif_orientation). Since torchvision 0.29 ``decode_jpeg`` warns (a
+        # DeprecationWarning, torchcodec supersedes it) on every call; the op does not, so
+        # decoding needs no warning filter: a library must not change the process's filters,
+        # and ``catch_warnings`` cannot scope one per thread (decoding runs in threads). If
+        # it moves or is removed (an AttributeError here): decode JPEGs with torchcodec's
+        # ``decode_jpeg``, or with Pillow only (``decoding._decode_jpeg`` returning None).
+        import torch
+        import torchvision.io  # noqa: F401  (loads the library that registers torch.ops.image)
+
+        return torch.ops.image.decode_jpeg
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

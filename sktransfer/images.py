@@ -23,10 +23,6 @@ from .decoding import decode_file, pil_to_rgb, reduced_jpeg_decoding, resize_tar
 
 __all__ = ["ImageInputs", "check_images", "load_image_folder", "IMAGE_EXTENSIONS"]
 
-warnings.filterwarnings(
-    "ignore", message="The image decoding and encoding capabilities of TorchVision are deprecated"
-)
-
 IMAGE_EXTENSIONS = frozenset(
     ext.lower() for ext, fmt in Image.registered_extensions().items() if fmt in Image.OPEN
 )
