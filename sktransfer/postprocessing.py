@@ -31,7 +31,18 @@ __all__ = [
 ]
 
 
-class LayerwiseNormalizer(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
+class _FittedFloatTransformer(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
+    """The base of the stateless transformers here: ``fit`` is still required (it checks
+    the input and records its width), and float32 input stays float32."""
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.requires_fit = True
+        tags.transformer_tags.preserves_dtype = ["float64", "float32"]
+        return tags
+
+
+class LayerwiseNormalizer(_FittedFloatTransformer):
     """Scale each layer's block of features to unit L2 norm, per sample.
 
     Parameters
@@ -104,14 +115,8 @@ class LayerwiseNormalizer(OneToOneFeatureMixin, TransformerMixin, BaseEstimator)
                 start = i
         return blocks
 
-    def __sklearn_tags__(self):
-        tags = super().__sklearn_tags__()
-        tags.requires_fit = True
-        tags.transformer_tags.preserves_dtype = ["float64", "float32"]
-        return tags
 
-
-class TernaryDiscretizer(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
+class TernaryDiscretizer(_FittedFloatTransformer):
     """Map standardised features to -1, 0 or 1 (the Full-Network Embedding's last step).
 
     Values above ``high`` become 1, below ``low`` become -1, the rest 0. Put a
@@ -160,12 +165,6 @@ class TernaryDiscretizer(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         out[X > self.high] = 1
         out[X < self.low] = -1
         return out
-
-    def __sklearn_tags__(self):
-        tags = super().__sklearn_tags__()
-        tags.requires_fit = True
-        tags.transformer_tags.preserves_dtype = ["float64", "float32"]
-        return tags
 
 
 class FullNetworkScaler(StandardScaler):
