@@ -29,13 +29,12 @@ from urllib.parse import urlparse
 import torch
 import torchvision
 from torch import nn
-from torchvision.models import get_model_builder, get_model_weights, list_models
-from torchvision.models._api import WeightsEnum
+from torchvision.models import WeightsEnum, get_model_builder, get_model_weights, list_models
 from torchvision.models.feature_extraction import create_feature_extractor, get_graph_node_names
-from torchvision.transforms._presets import ImageClassification
 from torchvision.transforms.functional import convert_image_dtype
 from torchvision.transforms.v2 import functional as F2
 
+from ._compat import ImageClassification
 from .devices import seeded as _seeded
 
 __all__ = [

@@ -12,13 +12,11 @@ import os
 from numbers import Integral, Real
 
 import torch
-from sklearn.base import _fit_context
-from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 from torch import nn
-from torchvision.models._api import WeightsEnum
-from torchvision.transforms._presets import ImageClassification
+from torchvision.models import WeightsEnum
 
+from ._compat import ImageClassification, Interval, StrOptions, _fit_context
 from .backbones import ImagePreset, last_linear, load_backbone
 from .finetune_frozen import FrozenBody, HeadOnlyTraining, frozen_body
 from .finetune_layers import LayerSelection, original_name

@@ -29,10 +29,6 @@ __all__ = [
     "IMAGE_EXTENSIONS",
 ]
 
-warnings.filterwarnings(
-    "ignore", message="The image decoding and encoding capabilities of TorchVision are deprecated"
-)
-
 IMAGE_EXTENSIONS = frozenset(
     ext.lower() for ext, fmt in Image.registered_extensions().items() if fmt in Image.OPEN
 )

@@ -17,6 +17,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "sktransfer"
 #: docs/architecture.md in step.
 FLOW = [
     "sktransfer._version",
+    "sktransfer._compat",  # private names of scikit-learn and torchvision, in one place
     "sktransfer.devices",
     "sktransfer.progress",
     "sktransfer.footprint",

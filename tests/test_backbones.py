@@ -97,9 +97,9 @@ def test_chelsea_is_a_cat():
 
 def test_image_preset_resizes_uint8_like_pillow_and_keeps_the_preset_elsewhere():
     from PIL import Image
-    from torchvision.transforms._presets import ImageClassification
     from torchvision.transforms.v2 import functional as F2
 
+    from sktransfer._compat import ImageClassification
     from sktransfer.backbones import ImagePreset, image_preset
 
     reference = ImageClassification(crop_size=24, resize_size=28)

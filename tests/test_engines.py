@@ -222,9 +222,9 @@ def test_side_by_side_runs_keep_the_images_in_order(tmp_path, monkeypatch):
     threads = set()
     run = net.statistics
 
-    def recording(batch, spec):
+    def recording(batch, outputs):
         threads.add(threading.current_thread().name)
-        return run(batch, spec)
+        return run(batch, outputs)
 
     monkeypatch.setattr(net, "statistics", recording)
     got = run_statistics(net, check_images(X), ("avg", "max"), batch_size=2)
@@ -241,11 +241,11 @@ def test_a_failing_side_by_side_run_raises_in_the_caller(tmp_path, monkeypatch):
                         engine="onnxruntime", n_threads=2, export_dir=tmp_path)  # fmt: skip
     run, calls = net.statistics, []
 
-    def failing_third(batch, spec):
+    def failing_third(batch, outputs):
         calls.append(1)
         if len(calls) == 3:
             raise RuntimeError("out of memory in batch 3")
-        return run(batch, spec)
+        return run(batch, outputs)
 
     monkeypatch.setattr(net, "statistics", failing_third)
     with pytest.raises(RuntimeError, match="batch 3"):

@@ -234,6 +234,9 @@ def test_bad_arguments_say_what_to_pass(images, tmp_path):
         extract_features(images, tmp_path / "x", **job_options(workers=2, scheduler="tcp://x:1"))
     with pytest.raises(ValueError, match="labels must hold one label per path: 2; got 1"):
         extract_features(["a.png", "b.png"], tmp_path / "x", labels=["a"], **job_options())
+    with pytest.raises(TypeError, match=r"unexpected keyword arguments \['precison'\].*'pooling'"):
+        extract_features(images, tmp_path / "x", **job_options(precison="float16"))
+    assert not (tmp_path / "x").exists()  # refused before anything is written
     file = tmp_path / "a-file"
     file.write_text("")
     with pytest.raises(ExtractJobError, match="is a file, not a folder"):

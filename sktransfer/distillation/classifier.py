@@ -14,12 +14,11 @@ import warnings
 from numbers import Integral, Real
 
 import numpy as np
-from sklearn.base import _fit_context
-from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.multiclass import check_classification_targets
-from sklearn.utils.validation import _num_samples, column_or_1d
+from sklearn.utils.validation import column_or_1d
 from torch import nn
 
+from .._compat import Interval, StrOptions, _fit_context, _num_samples
 from ..backbones import Backbone
 from ..frozen import ENGINES
 from ..images import concatenate_images

@@ -64,9 +64,8 @@ from numbers import Integral, Real
 
 import numpy as np
 import torch
-from sklearn.base import BaseEstimator, ClassifierMixin, _fit_context
+from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.model_selection import StratifiedShuffleSplit
-from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import (
     check_consistent_length,
@@ -78,6 +77,7 @@ from skorch.helper import predefined_split
 from skorch.utils import noop
 from torch import nn
 
+from .._compat import Interval, StrOptions, _fit_context
 from ..devices import resolve_device, seed_from, seeded
 from ..images import ImageInputs, check_images
 from ..progress import PlainProgressBar, training_header
