@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import tempfile
 import time
 from pathlib import Path
 
@@ -44,7 +43,7 @@ from sklearn.frozen import FrozenEstimator
 from skorch.callbacks import Callback, LRScheduler
 from torch import nn
 
-from benchmarks._common import RESULTS, machine
+from benchmarks._common import RESULTS, add_smoke_flag, machine, smoke_folder
 from benchmarks.distill_mnist import Jitter, load_mnist
 from sktransfer import DistilledClassifier
 from sktransfer.constraints import MaxNorm
@@ -166,11 +165,11 @@ def parse(argv=None):
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--out", default=str(RESULTS))
     parser.add_argument("--render", action="store_true", help="write the Markdown and plot")
-    parser.add_argument("--smoke", action="store_true", help="1,000 images, 2 epochs each")
+    add_smoke_flag(parser)
     args = parser.parse_args(argv)
     if args.smoke:
         args.teacher_epochs = args.alone_epochs = args.distill_epochs = 2
-        args.out = tempfile.mkdtemp(prefix="distill_mnist_recipe_")
+        args.out = str(smoke_folder("distill_mnist_recipe"))
     return args
 
 
