@@ -8,6 +8,7 @@ import pytest
 import torch
 from sklearn.base import clone
 from skorch.callbacks import Callback
+from tiny_networks import TinyClassifier, labelled_images
 from torch import nn
 
 from sktransfer.devices import DeviceWarning
@@ -20,62 +21,6 @@ needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a C
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-class TinyClassifier(NeuralClassifierBase):
-    """A small MLP on vectors, or a small CNN on images, with a frozen first layer option."""
-
-    def __init__(
-        self,
-        *,
-        freeze_first=False,
-        max_epochs=5,
-        lr=0.1,
-        batch_size=16,
-        optimizer="sgd",
-        weight_decay=0.0,
-        early_stopping=False,
-        validation_fraction=0.2,
-        n_iter_no_change=2,
-        augmentation=None,
-        mixed_precision="auto",
-        device="cpu",
-        n_jobs=1,
-        callbacks=None,
-        verbose=0,
-        random_state=None,
-    ):
-        super().__init__(
-            max_epochs=max_epochs,
-            lr=lr,
-            batch_size=batch_size,
-            optimizer=optimizer,
-            weight_decay=weight_decay,
-            early_stopping=early_stopping,
-            validation_fraction=validation_fraction,
-            n_iter_no_change=n_iter_no_change,
-            augmentation=augmentation,
-            mixed_precision=mixed_precision,
-            device=device,
-            n_jobs=n_jobs,
-            callbacks=callbacks,
-            verbose=verbose,
-            random_state=random_state,
-        )
-        self.freeze_first = freeze_first
-
-    def _build_module(self, context):
-        n_classes = len(self.classes_)
-        if self.input_kind_ == "vectors":
-            first = nn.Sequential(nn.Linear(self.n_features_in_, 8), nn.BatchNorm1d(8))
-            width = 8
-        else:
-            first = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.AdaptiveAvgPool2d(1))
-            width = 4
-        module = nn.Sequential(first, nn.Flatten(), nn.ReLU(), nn.Linear(width, n_classes))
-        if self.freeze_first:
-            first.requires_grad_(False)
-        return module
-
-
 def _data(n=60, labels=("b", "a")):
     rng = np.random.default_rng(0)
     X = rng.normal(size=(n, 5)).astype(np.float32)
@@ -83,15 +28,8 @@ def _data(n=60, labels=("b", "a")):
     return X, y
 
 
-def _images(n=24):
-    rng = np.random.default_rng(1)
-    X = rng.integers(0, 255, (n, 12, 12, 3), dtype=np.uint8)
-    y = np.array([1, 5, 9] * (n // 3))
-    return X, y
-
-
 def test_predict_returns_original_labels_and_proba_follows_classes():
-    X, y = _images()
+    X, y = labelled_images()
     clf = TinyClassifier(random_state=0).fit(X, y)
     assert clf.classes_.tolist() == [1, 5, 9]
     assert set(clf.predict(X)) <= {1, 5, 9}
@@ -104,7 +42,7 @@ def test_predict_returns_original_labels_and_proba_follows_classes():
 
 
 def test_random_state_repeats_exactly_on_cpu():
-    X, y = _images()
+    X, y = labelled_images()
     a = TinyClassifier(random_state=3, augmentation="crop_flip").fit(X, y).predict_proba(X)
     b = TinyClassifier(random_state=3, augmentation="crop_flip").fit(X, y).predict_proba(X)
     c = TinyClassifier(random_state=4, augmentation="crop_flip").fit(X, y).predict_proba(X)
@@ -113,7 +51,7 @@ def test_random_state_repeats_exactly_on_cpu():
 
 
 def test_augmentation_is_never_applied_at_prediction():
-    X, y = _images()
+    X, y = labelled_images()
     clf = TinyClassifier(random_state=0, augmentation="crop_flip").fit(X, y)
     first = clf.predict_proba(X)
     np.testing.assert_array_equal(first, clf.predict_proba(X))
@@ -233,7 +171,7 @@ def test_training_targets_hook_feeds_dicts_to_the_criterion():
 
 
 def test_clone_and_pickle_keep_predictions():
-    X, y = _images()
+    X, y = labelled_images()
     clf = TinyClassifier(random_state=0).fit(X, y)
     assert clone(clf).get_params() == clf.get_params()
     restored = pickle.loads(pickle.dumps(clf))
@@ -264,7 +202,7 @@ def test_predict_rejects_another_kind_of_input():
 
 @needs_cuda
 def test_gpu_model_unpickles_on_cpu(monkeypatch):
-    X, y = _images()
+    X, y = labelled_images()
     clf = TinyClassifier(random_state=0, device="cuda").fit(X, y)
     expected = clf.predict_proba(X)
     data = pickle.dumps(clf)
@@ -280,7 +218,7 @@ def test_gpu_model_unpickles_on_cpu(monkeypatch):
 def test_model_saved_for_a_missing_gpu_loads_on_cpu_with_a_warning():
     # Without a GPU here, mark the net as a CUDA one: unpickling must map it to the CPU, say
     # so with sktransfer's DeviceWarning, and predict as before.
-    X, y = _images()
+    X, y = labelled_images()
     clf = TinyClassifier(random_state=0).fit(X, y)
     expected = clf.predict_proba(X)
     clf.net_.device = "cuda"
