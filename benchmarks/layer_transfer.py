@@ -230,12 +230,31 @@ def table(rows, blocks) -> str:
 
 
 def plot(rows, path: Path, title: str):
+    """Seeds as points, means as lines; the right panel zooms on the conditions near baseB."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7.5, 4.8))
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.8))
+    for ax in axes:
+        draw_conditions(ax, rows)
+        ax.set_xlabel("layer n at which the network is chopped and retrained")
+        ax.set_xticks(sorted({r["n"] for r in rows}))
+        ax.grid(alpha=0.3)
+    base = means(rows, "baseB")[0][0]
+    near = [r["accuracy"] for r in rows if abs(r["accuracy"] - base) < 0.04]
+    axes[1].set_ylim(100 * min(near) - 0.3, 100 * max(near) + 0.3)
+    axes[0].set_ylabel("test accuracy on B (%)")
+    axes[0].legend(ncol=5, fontsize=8, loc="lower left")
+    axes[1].set_title("zoom: within 4 points of baseB", fontsize=9)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def draw_conditions(ax, rows):
     offsets = dict(zip(CONDITIONS, (0.0, -0.15, -0.05, 0.05, 0.15)))
     for condition in CONDITIONS:
         marker, face, edge = STYLE[condition]
@@ -243,30 +262,15 @@ def plot(rows, path: Path, title: str):
         ax.scatter(
             [r["n"] + offsets[condition] for r in points],
             [100 * r["accuracy"] for r in points],
-            marker=marker,
-            facecolor=face,
-            edgecolor=edge,
-            s=36,
-            alpha=0.8,
-            zorder=3,
+            marker=marker, facecolor=face, edgecolor=edge, s=36, alpha=0.8, zorder=3,
             label=condition,
-        )
+        )  # fmt: skip
         stats = means(rows, condition)
         if condition == "baseB":
             ax.axhline(100 * stats[0][0], color="black", lw=1, ls="--", zorder=1)
         else:
-            ax.plot(
-                list(stats), [100 * m for m, _, _ in stats.values()], color=edge, lw=1.5, zorder=2
-            )
-    ax.set_xlabel("layer n at which the network is chopped and retrained")
-    ax.set_ylabel("test accuracy on B (%)")
-    ax.set_xticks(sorted({r["n"] for r in rows}))
-    ax.set_title(title, fontsize=10)
-    ax.grid(alpha=0.3)
-    ax.legend(ncol=5, fontsize=8, loc="lower left")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+            mean_line = [100 * m for m, _, _ in stats.values()]
+            ax.plot(list(stats), mean_line, color=edge, lw=1.5, zorder=2)
 
 
 def write(args, rows, blocks, wall):
