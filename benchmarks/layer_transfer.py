@@ -17,7 +17,7 @@ baseB (transfer plus fine-tuning generalises better).
     PYTHONPATH=. python benchmarks/layer_transfer.py --device cuda --seeds 5 --train-size 12000
 
 Writes layer_transfer.md, .csv and .png to benchmarks/results (``--out``; a smoke run writes
-to a temporary folder unless ``--out`` is given).
+to a temporary folder, on tiny synthetic digits when the shared data is absent).
 """
 
 from __future__ import annotations
@@ -27,7 +27,6 @@ import csv
 import os
 import shlex
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -35,7 +34,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from benchmarks._common import RESULTS, header, markdown_table, require_data
+from benchmarks._common import (
+    RESULTS,
+    add_smoke_flag,
+    header,
+    markdown_table,
+    require_data,
+    smoke_folder,
+)
 from sktransfer import FineTuneClassifier, TransferredBlocks, transferable_blocks
 
 CONDITIONS = ("baseB", "BnB", "BnB+", "AnB", "AnB+")
@@ -322,12 +328,12 @@ def main(argv=None):
     parser.add_argument("--device", default="cpu", help="cpu (default) or cuda")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1: a busy CPU)")
     parser.add_argument("--out", default=None, help="results folder")
-    parser.add_argument("--smoke", action="store_true", help="a few images and 1 epoch")
+    add_smoke_flag(parser)  # 2 seeds, 60 images per task, 1 epoch, 200 test images
     args = parser.parse_args(argv)
     if args.smoke:
         args.seeds, args.train_size, args.epochs = 2, 60, 1
-    if args.out is None:
-        args.out = Path(tempfile.gettempdir()) / "layer_transfer_smoke" if args.smoke else RESULTS
+        args.out = args.out or smoke_folder("layer_transfer")
+    args.out = args.out or RESULTS
     torch.set_num_threads(args.threads)
     tasks = load_tasks(args.train_size, 200 if args.smoke else None)
     args.n_test, args.load_start = len(tasks["B"][3]), os.getloadavg()
