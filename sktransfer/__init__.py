@@ -26,6 +26,9 @@ _LAZY = {
     "load_backbone": "backbones",
     "DeepFeatureExtractor": "extraction",
     "FineTuneClassifier": "finetune",
+    "TransferredBlocks": "layer_transfer",
+    "transfer_blocks": "layer_transfer",
+    "transferable_blocks": "layer_transfer",
     "DiskCache": "frozen",
     "MemoryCache": "frozen",
     "clear_cache": "frozen",
@@ -81,6 +84,7 @@ __all__ = [
     "MemoryCache",
     "PrunedClassifier",
     "TernaryDiscretizer",
+    "TransferredBlocks",
     "analysis",
     "block_layers",
     "born_again",
@@ -100,6 +104,8 @@ __all__ = [
     "plot_lottery",
     "rank_layers",
     "rbf_cka",
+    "transfer_blocks",
+    "transferable_blocks",
 ]
 
 
@@ -129,6 +135,7 @@ if TYPE_CHECKING:  # what static analysers and IDEs see; nothing is imported at 
     from .footprint import FootprintCallback, footprint
     from .frozen import DiskCache, EngineWarning, MemoryCache, StoreWarning, clear_cache
     from .images import check_images, load_image_folder
+    from .layer_transfer import TransferredBlocks, transfer_blocks, transferable_blocks
     from .parallel_predict import parallel_predict
     from .postprocessing import (
         FullNetworkScaler,

@@ -24,7 +24,7 @@ from .frozen import ENGINES, DiskCache, MemoryCache, has_lazy
 from .training import NeuralClassifierBase, Preprocessing, count_trainable, store_parameters
 from .training.context import FitContext
 
-__all__ = ["FineTuneClassifier", "FineTuneNetwork", "FrozenBody"]
+__all__ = ["BackboneRecipe", "FineTuneClassifier", "FineTuneNetwork", "FrozenBody"]
 
 _TRAIN_KEYWORDS = ("head", "all", "norm")
 
@@ -39,6 +39,12 @@ class FineTuneNetwork(nn.Module):
 
     def forward(self, x):
         return self.head(self.body(x))
+
+
+class BackboneRecipe:
+    """A backbone built in ``fit`` (e.g. :class:`sktransfer.TransferredBlocks`): its
+    ``build_backbone(estimator, random_state)`` returns a :class:`~sktransfer.Backbone` and
+    the names of parameters that stay frozen whatever ``train_layers`` says."""
 
 
 def make_head(in_features: int, n_classes: int, hidden=(), dropout=0.0) -> nn.Sequential:
@@ -58,10 +64,11 @@ class FineTuneClassifier(HeadOnlyTraining, LayerSelection, NeuralClassifierBase)
 
     Parameters
     ----------
-    backbone : str or torch.nn.Module, default="mobilenet_v2"
+    backbone : str, torch.nn.Module or BackboneRecipe, default="mobilenet_v2"
         A torchvision classification model name, ``"efficientnet_lite0"``, or a module whose
         last ``nn.Linear`` is its classifier (that layer is replaced by the new head). A plain
-        module takes images as float in [0, 1] at their own size, or 2-D vectors.
+        module takes images as float in [0, 1] at their own size, or 2-D vectors. A
+        :class:`sktransfer.TransferredBlocks` copies the first blocks of a trained network.
     weights : str, path or None, default="DEFAULT"
         Pretrained weights, resolved offline first (:func:`sktransfer.load_backbone`).
     train_layers : {"head", "all", "norm"}, int or list of str, default="head"
@@ -181,7 +188,7 @@ callbacks, verbose, random_state
 
     _parameter_constraints: dict = {
         **NeuralClassifierBase._parameter_constraints,
-        "backbone": [str, nn.Module],
+        "backbone": [str, nn.Module, BackboneRecipe],
         "weights": [str, os.PathLike, None, WeightsEnum],
         "train_layers": [
             StrOptions(set(_TRAIN_KEYWORDS)),
@@ -311,7 +318,11 @@ callbacks, verbose, random_state
     # ------------------------------------------------------------------ hooks
 
     def _setup(self, context: FitContext) -> Preprocessing:
-        self._loaded = load_backbone(self.backbone, self.weights, random_state=context.seed)
+        self._kept_frozen = frozenset()
+        if isinstance(self.backbone, BackboneRecipe):
+            self._loaded, self._kept_frozen = self.backbone.build_backbone(self, context.seed)
+        else:
+            self._loaded = load_backbone(self.backbone, self.weights, random_state=context.seed)
         self.weights_ = self._loaded.weights
         if self.image_size is not None:
             self._loaded.transform = _resized(self._loaded.transform, self.image_size)
@@ -336,7 +347,7 @@ callbacks, verbose, random_state
         self._depth = depth
         body.requires_grad_(False)
         for name, param in body.named_parameters():
-            param.requires_grad = self._trains(name, body, depth)
+            param.requires_grad = name not in self._kept_frozen and self._trains(name, body, depth)
         self.lora_layers_ = self._add_lora(body, depth)
         return FineTuneNetwork(body, head)
 

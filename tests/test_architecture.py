@@ -61,6 +61,7 @@ FLOW = [
     "sktransfer.finetune_frozen",
     "sktransfer.finetune_layers",
     "sktransfer.finetune",
+    "sktransfer.layer_transfer",
     "sktransfer.distillation.losses",
     "sktransfer.distillation.students",
     "sktransfer.distillation.teachers",
