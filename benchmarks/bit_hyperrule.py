@@ -33,7 +33,7 @@ import time
 import numpy as np
 import torch
 
-from benchmarks._common import DATA, RESULTS, header, machine
+from benchmarks._common import DATA, RESULTS, add_smoke_flag, header, machine, smoke_folder
 from benchmarks.finetune_vs_extract import load, scores
 from sktransfer import FineTuneClassifier
 
@@ -248,7 +248,7 @@ def main(argv=None):
     parser.add_argument("--scale", type=float, default=0.1, help="hyperrule's scale, (0, 1]")
     parser.add_argument("--device", default="cpu", help="torch device (cpu default)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (shared machine)")
-    parser.add_argument("--smoke", action="store_true", help="16 images per dataset, seconds")
+    add_smoke_flag(parser)
     args = parser.parse_args(argv)
     args.argv = argv
     unknown = set(args.datasets) - {*DATASETS, "report"}
@@ -258,15 +258,15 @@ def main(argv=None):
     if args.datasets == ["report"]:
         write_report("PYTHONPATH=. python benchmarks/bit_hyperrule.py report")
         return
-    if not DATA.is_dir():
+    if not args.smoke and not DATA.is_dir():
         sys.exit(f"Data folder {DATA} is absent; set SKTRANSFER_DATA. Nothing was run.")
     datasets = args.datasets or (["breastmnist"] if args.smoke else list(DATASETS))
+    folder = smoke_folder("bit_hyperrule") if args.smoke else RESULTS
     for dataset in datasets:
         record = run_dataset(dataset, args)
-        if args.smoke:  # a smoke run proves the script runs; it writes no results
-            continue
-        RESULTS.mkdir(parents=True, exist_ok=True)
-        result_path(dataset, record["scale"]).write_text(json.dumps(record, indent=1))
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / result_path(dataset, record["scale"]).name
+        path.write_text(json.dumps(record, indent=1))
 
 
 if __name__ == "__main__":

@@ -37,7 +37,7 @@ from sklearn.frozen import FrozenEstimator
 from skorch.callbacks import LRScheduler
 from torch import nn
 
-from benchmarks._common import require_data
+from benchmarks._common import add_smoke_flag, require_data, smoke_folder
 from sktransfer import DistilledClassifier
 from sktransfer.distillation.students import MLP
 
@@ -106,12 +106,20 @@ def main(argv=None):
     parser.add_argument("--teacher-epochs", type=int, default=50)
     parser.add_argument("--threads", type=int, default=2, help="torch threads")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results"))
-    parser.add_argument("--smoke", action="store_true", help="a 6,000-image run, for testing")
+    add_smoke_flag(parser)
     args = parser.parse_args(argv)
+    if args.smoke:
+        args.out, args.epochs, args.teacher_epochs = str(smoke_folder("distill_mnist")), 1, 1
     torch.set_num_threads(args.threads)
     x_train, y_train, x_test, y_test = load_mnist()
-    if args.smoke:
-        x_train, y_train = x_train[::10], y_train[::10]
+    if args.smoke:  # about 600 training and 200 test images
+        train, test = slice(None, None, len(x_train) // 600), slice(None, None, len(x_test) // 200)
+        x_train, y_train, x_test, y_test = (
+            x_train[train],
+            y_train[train],
+            x_test[test],
+            y_test[test],
+        )
     epochs = args.epochs
     rows, seconds = {}, {}
 

@@ -30,6 +30,7 @@ Usage::
 
     PYTHONPATH=. python benchmarks/distill_transfer.py [--epochs 15] [--copies 3]
     PYTHONPATH=. python benchmarks/distill_transfer.py --unlabelled 0 --threads 1
+    PYTHONPATH=. python benchmarks/distill_transfer.py --smoke   # seconds, a temporary folder
 """
 
 from __future__ import annotations
@@ -52,7 +53,7 @@ from skorch.callbacks import LRScheduler
 from torch import nn
 from torchvision.transforms import v2
 
-from benchmarks._common import require_data
+from benchmarks._common import add_smoke_flag, require_data, smoke_folder
 from sktransfer import DeepFeatureExtractor, DistilledClassifier, load_image_folder
 from sktransfer.backbones import _graph_nodes, load_backbone
 from sktransfer.distillation.students import count_parameters, multiply_adds
@@ -154,42 +155,44 @@ def student(teacher, epochs, threads=1, **params):
     )
 
 
-def main(argv=None):
+def parse(argv):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--epochs", type=int, default=15)
     parser.add_argument("--copies", type=int, default=3)
     parser.add_argument("--unlabelled", type=int, default=2000, help="Caltech-101 images")
     parser.add_argument("--threads", type=int, default=2, help="torch threads")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results"))
-    parser.add_argument("--smoke", action="store_true", help="24 images, for testing")
+    add_smoke_flag(parser)
     args = parser.parse_args(argv)
-    torch.set_num_threads(args.threads)
-    x_train, y_train, x_val, y_val = load_hymenoptera()
-    if args.smoke:
-        x_train, y_train, x_val, y_val = x_train[::10], y_train[::10], x_val[::10], y_val[::10]
-        args.unlabelled = min(args.unlabelled, 20)
-    x_aug, y_aug = augmented_copies(x_train, y_train, args.copies)
-    x_extra = unlabelled_images(args.unlabelled)
-    x_all = [*x_train, *x_aug]
-    y_all = np.concatenate([y_train, y_aug])
-    seconds, accuracy = {}, {}
+    if args.smoke:  # about 12 training and 8 validation images, one epoch, one copy
+        args.out, args.epochs = str(smoke_folder("distill_transfer")), 1
+        args.copies, args.unlabelled = 1, min(args.unlabelled, 4)
+    return args
 
+
+def fit_teacher(x_train, y_train, threads):
+    """The DeCAF teacher (MobileNetV2 features + logistic regression) and its fit seconds."""
     start = time.perf_counter()
     pipeline = make_pipeline(
-        DeepFeatureExtractor("mobilenet_v2", n_jobs=args.threads),
+        DeepFeatureExtractor("mobilenet_v2", n_jobs=threads),
         LogisticRegression(max_iter=2000),
     ).fit(x_train, y_train)
-    seconds["teacher"] = time.perf_counter() - start
-    accuracy["teacher"] = pipeline.score(x_val, y_val)
-    network = torch_teacher(pipeline)
-    print("teacher", accuracy["teacher"], flush=True)
+    return pipeline, time.perf_counter() - start
 
-    t = args.threads
+
+def student_runs(args, pipeline, network, x_train, y_train, x_aug, y_aug, x_extra):
+    """Row name -> (the student, its fit's positional and keyword arguments)."""
+    t, distilled = args.threads, (list(x_train), y_train)
+    kd = dict(temperature=4.0, alpha=0.9)
     runs = {
-        "student alone": (student(None, args.epochs, t), (x_all, y_all), {}),
+        "student alone": (
+            student(None, args.epochs, t),
+            ([*x_train, *x_aug], np.concatenate([y_train, y_aug])),
+            {},
+        ),
         "student distilled: response (KD)": (
-            student(FrozenEstimator(pipeline), args.epochs, t, temperature=4.0, alpha=0.9),
-            (list(x_train), y_train),
+            student(FrozenEstimator(pipeline), args.epochs, t, **kd),
+            distilled,
             {"X_unlabeled": x_aug},
         ),
         "student distilled: hints (FitNets stage, then KD)": (
@@ -197,26 +200,30 @@ def main(argv=None):
                 network,
                 args.epochs,
                 t,
-                temperature=4.0,
-                alpha=0.9,
+                **kd,
                 hint_layers=("features.6", "features.1"),
                 hint_epochs=max(1, args.epochs // 3),
             ),
-            (list(x_train), y_train),
+            distilled,
             {"X_unlabeled": x_aug},
         ),
         "student distilled: relation (RKD + KD)": (
-            student(network, args.epochs, t, temperature=4.0, alpha=0.9, relation_weight=1.0),
-            (list(x_train), y_train),
+            student(network, args.epochs, t, **kd, relation_weight=1.0),
+            distilled,
             {"X_unlabeled": x_aug},
         ),
     }
     if len(x_extra):
         runs[f"student distilled: response (KD), + {len(x_extra)} unlabelled images"] = (
-            student(FrozenEstimator(pipeline), args.epochs, t, temperature=4.0, alpha=0.9),
-            (list(x_train), y_train),
+            student(FrozenEstimator(pipeline), args.epochs, t, **kd),
+            distilled,
             {"X_unlabeled": np.concatenate([x_aug, x_extra])},
         )
+    return runs
+
+
+def fit_students(runs, x_val, y_val, seconds, accuracy):
+    """Fit every run, recording its seconds and validation accuracy; the fitted students."""
     models = {}
     for name, (estimator, fit_args, fit_kwargs) in runs.items():
         start = time.perf_counter()
@@ -225,21 +232,40 @@ def main(argv=None):
         accuracy[name] = estimator.score(x_val, y_val)
         models[name] = estimator
         print(name, accuracy[name], f"{seconds[name]:.0f}s", flush=True)
+    return models
 
+
+def cost(module, size) -> dict:
+    """Parameters, multiply-adds of one image and CPU images/s of ``module``."""
+    return {
+        "params": count_parameters(module),
+        "macs": multiply_adds(module, torch.zeros(1, 3, size, size)),
+        "ips": images_per_second(module, size),
+    }
+
+
+def main(argv=None):
+    args = parse(argv)
+    torch.set_num_threads(args.threads)
+    x_train, y_train, x_val, y_val = load_hymenoptera()
+    if args.smoke:
+        train, val = slice(None, None, len(x_train) // 12), slice(None, None, len(x_val) // 8)
+        x_train, y_train, x_val, y_val = x_train[train], y_train[train], x_val[val], y_val[val]
+    x_aug, y_aug = augmented_copies(x_train, y_train, args.copies)
+    x_extra = unlabelled_images(args.unlabelled)
+    seconds, accuracy = {}, {}
+    pipeline, seconds["teacher"] = fit_teacher(x_train, y_train, args.threads)
+    accuracy["teacher"] = pipeline.score(x_val, y_val)
+    network = torch_teacher(pipeline)
+    print("teacher", accuracy["teacher"], flush=True)
+    runs = student_runs(args, pipeline, network, x_train, y_train, x_aug, y_aug, x_extra)
+    models = fit_students(runs, x_val, y_val, seconds, accuracy)
     queries = [m.teacher_queries_ for name, m in models.items() if name != "student alone"]
-    teacher_cost = {
-        "params": count_parameters(network.module),
-        "macs": multiply_adds(network.module, torch.zeros(1, 3, 224, 224)),
-        "ips": images_per_second(network.module, 224),
-    }
-    student_module = models["student alone"].student_module_
-    student_cost = {
-        "params": count_parameters(student_module),
-        "macs": multiply_adds(student_module, torch.zeros(1, 3, IMAGE_SIZE, IMAGE_SIZE)),
-        "ips": images_per_second(student_module, IMAGE_SIZE),
-    }
+    teacher_cost = cost(network.module, 224)
+    student_cost = cost(models["student alone"].student_module_, IMAGE_SIZE)
     check = check_torch_teacher(pipeline, network, x_val)
-    write(args, accuracy, seconds, teacher_cost, student_cost, check, queries, len(x_all))
+    n_transfer = len(x_train) + len(x_aug)
+    write(args, accuracy, seconds, teacher_cost, student_cost, check, queries, n_transfer)
 
 
 def check_torch_teacher(pipeline, backbone, x_val):

@@ -16,6 +16,9 @@ order ABC CBA so drift in the machine's load shows. The features of the first on
 two-worker runs are compared (they must be equal).
 
     flock /tmp/sktransfer-bench.lock python benchmarks/extract_scaling.py [--repeats 2]
+
+``--smoke``: one process against a cluster of one worker on the tiny synthetic Caltech-101
+stand-in (a folder of 60 small JPEGs, chunks of 16), results in a temporary folder.
 """
 
 from __future__ import annotations
@@ -33,22 +36,31 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks._common import RESULTS, header, markdown_table, require_data  # noqa: E402
+from benchmarks._common import (  # noqa: E402
+    RESULTS,
+    add_smoke_flag,
+    header,
+    markdown_table,
+    require_data,
+    smoke_folder,
+    tiny_data,
+)
 
 CONFIGS = {"one process": None, "LocalCluster, 1 worker": 1, "LocalCluster, 2 workers": 2}
 COMMAND = "flock /tmp/sktransfer-bench.lock python benchmarks/extract_scaling.py"
 
 
-def child(workers: str, out: str, cache: str) -> None:
+def child(workers: str, out: str, cache: str, folder: str, chunk_size: str) -> None:
     """In a fresh process: run the job, print one JSON line of measurements."""
     from sktransfer import extract_features
     from sktransfer.extract_job import _peak_rss_mb
 
     start = time.perf_counter()
     summary = extract_features(
-        require_data("caltech101"),
+        folder,
         out,
         cache=cache,
+        chunk_size=int(chunk_size),
         workers=None if workers == "none" else int(workers),
         verbose=0,
     )
@@ -70,13 +82,14 @@ def child(workers: str, out: str, cache: str) -> None:
     )
 
 
-def run(name: str, workers, scratch: Path, keep: bool) -> dict:
+def run(name: str, workers, scratch: Path, keep: bool, folder: Path, chunk_size: int) -> dict:
     out, cache = scratch / f"out-{workers}", scratch / f"cache-{workers}"
     load_before = os.getloadavg()
     flag = "none" if workers is None else str(workers)
     script = Path(__file__).resolve()
     result = subprocess.run(
-        [sys.executable, str(script), "--child", flag, str(out), str(cache)],
+        [sys.executable, str(script), "--child", flag, str(out), str(cache), str(folder)]
+        + [str(chunk_size)],
         capture_output=True,
         text=True,
         check=True,
@@ -122,33 +135,48 @@ def row(measured: dict, baseline: float) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--repeats", type=int, default=1)
-    parser.add_argument("--child", nargs=3, metavar=("WORKERS", "OUT", "CACHE"))
+    parser.add_argument("--chunk-size", type=int, default=512)
+    parser.add_argument("--child", nargs=5, metavar=("WORKERS", "OUT", "CACHE", "FOLDER", "CHUNK"))
+    add_smoke_flag(parser)
     args = parser.parse_args()
     if args.child:
         child(*args.child)
         return
-    require_data("caltech101")
-    order = list(CONFIGS.items())
+    order, results = list(CONFIGS.items()), RESULTS
+    args.compared = 2  # the cluster whose features are compared with one process's
+    if args.smoke:  # one process and one worker (a cluster of two starts too slowly)
+        results = smoke_folder("extract_scaling")
+        folder = tiny_data("caltech101", results / "tiny-data")
+        order = [(name, workers) for name, workers in order if workers != 2]
+        args.chunk_size, args.compared = 16, 1
+    else:
+        folder = require_data("caltech101")
     scratch = Path(tempfile.mkdtemp(prefix="sktransfer-extract-scaling-"))
-    measured, kept, agreement = [], {}, "not compared yet (run unfinished)"
     try:
-        for repeat in range(args.repeats):
-            for name, workers in order if repeat % 2 == 0 else order[::-1]:
-                keep = name not in kept and workers in (None, 2)
-                measured.append(run(name, workers, scratch, keep))
-                if keep:
-                    kept[name] = scratch / f"out-{workers}"
-                    if len(kept) == 2:
-                        agreement = compare(*kept.values())
-                        for folder in kept.values():
-                            shutil.rmtree(folder)
-                write(measured, agreement, args.repeats)
+        run_all(order, args, scratch, folder, results)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-    print((RESULTS / "extract_scaling.md").read_text())
+    print((results / "extract_scaling.md").read_text())
 
 
-def write(measured: list[dict], agreement: str, repeats: int) -> None:
+def run_all(order, args, scratch: Path, folder: Path, results: Path) -> list[dict]:
+    """Every configuration ``--repeats`` times (ABC CBA ...), the results rewritten after each."""
+    measured, kept, agreement = [], {}, "not compared yet (run unfinished)"
+    for repeat in range(args.repeats):
+        for name, workers in order if repeat % 2 == 0 else order[::-1]:
+            keep = name not in kept and workers in (None, args.compared)
+            measured.append(run(name, workers, scratch, keep, folder, args.chunk_size))
+            if keep:
+                kept[name] = scratch / f"out-{workers}"
+                if len(kept) == 2:
+                    agreement = compare(*kept.values())
+                    for out in kept.values():
+                        shutil.rmtree(out)
+            write(measured, f"{args.compared} worker(s): {agreement}", args.repeats, results)
+    return measured
+
+
+def write(measured: list[dict], agreement: str, repeats: int, results: Path = RESULTS) -> None:
     base = statistics.median(
         m["steady_images_per_s"] for m in measured if m["config"] == "one process"
     )  # the first run is always one process
@@ -159,10 +187,10 @@ def write(measured: list[dict], agreement: str, repeats: int) -> None:
         "features (1280), ONNX Runtime, chunks of 512, a fresh activation store per run.\n"
         "- The machine has 2 CPU cores shared with other agents' work (see the load "
         "averages): absolute rates are low and noisy; compare rows of this run only.\n"
-        f"- One process against two workers: {agreement}.\n\n"
+        f"- One process against {agreement}.\n\n"
     )
     text += markdown_table([row(m, base) for m in measured])
-    (RESULTS / "extract_scaling.md").write_text(text)
+    (results / "extract_scaling.md").write_text(text)
 
 
 if __name__ == "__main__":

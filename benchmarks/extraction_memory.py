@@ -5,7 +5,7 @@ penultimate features from Caltech-101 paths with DeepFeatureExtractor's defaults
 stream in batches and only the (N, 1280) float32 features are kept, so the peak should stay
 flat as N grows (the features themselves add 5 KB per image).
 
-Run: PYTHONPATH=. python benchmarks/extraction_memory.py [--sizes 500 2000 0]   (0 = all)
+Run: PYTHONPATH=. python benchmarks/extraction_memory.py [--sizes 500 2000 0] [--smoke]   (0 = all)
 """
 
 from __future__ import annotations
@@ -18,15 +18,23 @@ import time
 
 import numpy as np
 
-from benchmarks._common import RESULTS, ROOT, header, markdown_table, require_data
+from benchmarks._common import (
+    RESULTS,
+    ROOT,
+    add_smoke_flag,
+    header,
+    markdown_table,
+    require_data,
+    smoke_folder,
+)
 from sktransfer import DeepFeatureExtractor, load_image_folder
 
 
-def child(n: int) -> None:
-    """In a subprocess: extract n Caltech-101 images from paths, print peak RSS (MB)."""
+def child(n: int, folder: str) -> None:
+    """In a subprocess: extract n images of ``folder`` from paths, print peak RSS (MB)."""
     import resource
 
-    paths, _ = load_image_folder(require_data("caltech101"))
+    paths, _ = load_image_folder(folder)
     paths = paths if n == 0 else np.random.default_rng(0).permutation(paths)[:n]
     start = time.perf_counter()
     features = DeepFeatureExtractor("mobilenet_v2", cache=None).fit_transform(paths)
@@ -47,14 +55,19 @@ def child(n: int) -> None:
 def main(argv=None):
     parser = argparse.ArgumentParser()
     parser.add_argument("--sizes", type=int, nargs="*", default=[500, 2000, 0])
-    parser.add_argument("--child", type=int, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--child", nargs=2, default=None, help=argparse.SUPPRESS)
+    add_smoke_flag(parser)
     args = parser.parse_args(argv)
     if args.child is not None:
-        return child(args.child)
+        return child(int(args.child[0]), args.child[1])
+    results = RESULTS
+    if args.smoke:
+        args.sizes, results = [8], smoke_folder("extraction_memory")
+    folder = str(require_data("caltech101"))
     rows = []
     for n in args.sizes:
         run = subprocess.run(
-            [sys.executable, __file__, "--child", str(n)],
+            [sys.executable, __file__, "--child", str(n), folder],
             capture_output=True,
             text=True,
             cwd=ROOT,
@@ -76,7 +89,7 @@ def main(argv=None):
     text = header("Peak memory while extracting from JPEG paths (MobileNetV2)", command)
     text += "\nEach row is a fresh process; target: under 2 GB and flat in N.\n\n"
     text += markdown_table(rows)
-    (RESULTS / "extraction_memory.md").write_text(text)
+    (results / "extraction_memory.md").write_text(text)
     print(text)
     return 0
 

@@ -15,7 +15,7 @@ Rows, all measured in one run, each repeated ``--repeats`` times in turn (the me
 Only ``transform`` is timed (the network is loaded and exported before, as a fitted extractor
 is); the activation cache is off (``cache=None``) so every repeat computes.
 
-    PYTHONPATH=. python benchmarks/extraction_speed.py [--n-images 192] [--repeats 3]
+    PYTHONPATH=. python benchmarks/extraction_speed.py [--n-images 192] [--repeats 3] [--smoke]
 """
 
 from __future__ import annotations
@@ -34,20 +34,16 @@ import torch
 from PIL import Image
 from torchvision.transforms.functional import pil_to_tensor
 
+from benchmarks._common import ROOT, add_smoke_flag, require_data, smoke_folder
 from sktransfer import DeepFeatureExtractor, load_backbone, load_image_folder
 
-ROOT = Path(__file__).resolve().parents[1]
-DATA = Path(os.environ.get("SKTRANSFER_DATA", ROOT / ".." / "shared" / "data"))
 BATCH = 32
 BARE_BATCH = 8
 BARE_ROW = f"bare ONNX Runtime session, same graph, batch {BARE_BATCH}"
 
 
 def caltech_paths(n):
-    folder = DATA / "caltech101"
-    if not folder.is_dir():
-        raise SystemExit(f"Caltech-101 not found at {folder}: set SKTRANSFER_DATA (skipping).")
-    paths, labels = load_image_folder(folder)
+    paths, labels = load_image_folder(require_data("caltech101"))
     paths = paths[labels != "BACKGROUND_Google"]
     return paths[:: len(paths) // n][:n]
 
@@ -139,61 +135,68 @@ def decoder_rows(paths, threads):
     return rows
 
 
-def main():
+def parse():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n-images", type=int, default=192)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=os.cpu_count())
     parser.add_argument("--out", default=str(ROOT / "benchmarks/results/extraction_speed.md"))
+    add_smoke_flag(parser)
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    paths = caltech_paths(args.n_images)
-    arrays = as_arrays(paths)
-    eager = EagerLoop()
+    if args.smoke:
+        args.n_images, args.repeats = 8, 1
+        args.out = str(smoke_folder("extraction_speed") / "extraction_speed.md")
+    return args
+
+
+def extractors(arrays, paths, threads):
+    """The fitted extractors of the rows, by name (``ort8``: the bare session's graph)."""
 
     def extractor(engine, batch_size="auto"):
         model = DeepFeatureExtractor(
-            "mobilenet_v2", engine=engine, cache=None, n_jobs=args.threads, batch_size=batch_size
+            "mobilenet_v2", engine=engine, cache=None, n_jobs=threads, batch_size=batch_size
         )
         model.fit(arrays[:8]).transform(arrays[:8])  # export (cached per machine) and check
         model.fit(paths[:8]).transform(paths[:8])
         return model
 
-    ort8 = extractor("onnxruntime", BARE_BATCH)
-    bare = BareSession(ort8, args.threads)
-    models = {
+    return {
+        "ort8": extractor("onnxruntime", BARE_BATCH),
         "torch": extractor("torch"),
         "onnxruntime": extractor("onnxruntime"),
         "auto": extractor("auto"),
         "auto32": extractor("auto", 32),
     }
-    rows = {
+
+
+def runs(eager, bare, models, arrays, paths):
+    """(input, row name) -> what the row times."""
+    extractor = 'DeepFeatureExtractor engine="{}"'
+    return {
         ("arrays", "plain eager torch loop (baseline)"): lambda: eager.from_arrays(arrays),
-        ("arrays", 'DeepFeatureExtractor engine="torch"'): lambda: models["torch"].transform(
+        ("arrays", extractor.format("torch")): lambda: models["torch"].transform(arrays),
+        ("arrays", extractor.format("onnxruntime")): lambda: models["onnxruntime"].transform(
             arrays
         ),
-        ("arrays", 'DeepFeatureExtractor engine="onnxruntime"'): lambda: models[
-            "onnxruntime"
-        ].transform(arrays),
-        ("arrays", 'DeepFeatureExtractor engine="auto"'): lambda: models["auto"].transform(arrays),
-        ("arrays", 'DeepFeatureExtractor engine="auto", batch_size=32'): lambda: models[
+        ("arrays", extractor.format("auto")): lambda: models["auto"].transform(arrays),
+        ("arrays", extractor.format("auto") + ", batch_size=32"): lambda: models[
             "auto32"
         ].transform(arrays),
         ("arrays", BARE_ROW): lambda: bare.from_arrays(arrays),
         ("JPEG paths", "plain eager torch loop, Pillow (baseline)"): lambda: eager.from_paths(
             paths
         ),
-        ("JPEG paths", 'DeepFeatureExtractor engine="torch"'): lambda: models["torch"].transform(
-            paths
-        ),
-        ("JPEG paths", 'DeepFeatureExtractor engine="auto"'): lambda: models["auto"].transform(
-            paths
-        ),
+        ("JPEG paths", extractor.format("torch")): lambda: models["torch"].transform(paths),
+        ("JPEG paths", extractor.format("auto")): lambda: models["auto"].transform(paths),
     }
-    reference = eager.from_arrays(arrays)
+
+
+def time_rows(rows, reference, repeats):
+    """Seconds of every row per repeat (rows interleaved), and each array row's largest
+    difference from the eager loop's features, relative to their scale."""
     agreement = {}
     times = {row: [] for row in rows}
-    for repeat in range(args.repeats):
+    for repeat in range(repeats):
         for row, run in rows.items():
             start = time.perf_counter()
             features = run()
@@ -202,9 +205,11 @@ def main():
                 scale = np.abs(reference).max()
                 agreement[row] = float(np.abs(features - reference).max() / scale)
         print(f"repeat {repeat + 1}: " + ", ".join(f"{t[-1]:.1f}" for t in times.values()))
-    decoders = decoder_rows(paths, args.threads)
+    return times, agreement
 
-    speed = {row: len(paths) / statistics.median(t) for row, t in times.items()}
+
+def table_lines(times, agreement, n):
+    speed = {row: n / statistics.median(t) for row, t in times.items()}
     base = {
         "arrays": speed[("arrays", "plain eager torch loop (baseline)")],
         "JPEG paths": speed[("JPEG paths", "plain eager torch loop, Pillow (baseline)")],
@@ -214,13 +219,35 @@ def main():
     for (kind, name), value in speed.items():
         vs_bare = f"{value / bare_speed:.2f}" if kind == "arrays" else ""
         diff = f"{agreement[(kind, name)]:.1e}" if (kind, name) in agreement else ""
-        spread = ", ".join(f"{len(paths) / t:.0f}" for t in times[(kind, name)])
+        spread = ", ".join(f"{n / t:.0f}" for t in times[(kind, name)])
         lines.append(
             f"| {kind} | {name} | {value:.1f} ({spread}) | {value / base[kind]:.2f} | {vs_bare} "
             f"| {diff} |"
         )
-    decode_lines = [f"| {n} | {one:.0f} | {many:.0f} |" for n, one, many in decoders]
-    text = f"""# Extraction speed per engine (#7)
+    return lines
+
+
+def main():
+    args = parse()
+    torch.set_num_threads(args.threads)
+    paths = caltech_paths(args.n_images)
+    arrays = as_arrays(paths)
+    eager = EagerLoop()
+    models = extractors(arrays, paths, args.threads)
+    bare = BareSession(models["ort8"], args.threads)
+    rows = runs(eager, bare, models, arrays, paths)
+    times, agreement = time_rows(rows, eager.from_arrays(arrays), args.repeats)
+    lines = table_lines(times, agreement, len(paths))
+    decode_lines = [
+        f"| {n} | {one:.0f} | {many:.0f} |" for n, one, many in decoder_rows(paths, args.threads)
+    ]
+    text = markdown(args, len(paths), lines, decode_lines)
+    Path(args.out).write_text(text)
+    print(text)
+
+
+def markdown(args, n, lines, decode_lines) -> str:
+    return f"""# Extraction speed per engine (#7)
 
 Command: `PYTHONPATH=. python benchmarks/extraction_speed.py --n-images {args.n_images} \
 --repeats {args.repeats} --threads {args.threads}`
@@ -232,7 +259,7 @@ repeats. Date: \
 {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC. torch {torch.__version__}, {args.threads}
 threads everywhere (torch, ONNX Runtime, decoding).
 
-MobileNetV2 (ImageNet weights), penultimate features (1280), {len(paths)} Caltech-101 images
+MobileNetV2 (ImageNet weights), penultimate features (1280), {n} Caltech-101 images
 (every k-th file). Arrays: decoded and resized to 224 x 224 beforehand; every row applies the
 same preprocessing (resize 256, crop 224, normalise). JPEG paths: decoding included.
 `engine="auto"` is ONNX Runtime here; batch size "auto" is 2 with ONNX Runtime ({args.threads}
@@ -242,14 +269,12 @@ batches side by side, one intra-op thread each), 16 with torch on a CPU.
 |---|---|---:|---:|---:|---:|
 {chr(10).join(lines)}
 
-Decoders on the same {len(paths)} JPEG files (decode to a uint8 tensor only):
+Decoders on the same {n} JPEG files (decode to a uint8 tensor only):
 
 | decoder | images/s, 1 thread | images/s, {args.threads} threads |
 |---|---:|---:|
 {chr(10).join(decode_lines)}
 """
-    Path(args.out).write_text(text)
-    print(text)
 
 
 if __name__ == "__main__":

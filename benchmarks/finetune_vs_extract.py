@@ -22,7 +22,8 @@ Run one dataset at a time (results accumulate in benchmarks/results/), e.g.::
 the world average of codecarbon's table).
 
 Data is read from ``$SKTRANSFER_DATA`` (default ``../shared/data``); the script exits with a
-message when it is absent.
+message when it is absent. ``--smoke``: BreastMNIST, 16 training and 8 test images at 64 px,
+one epoch per row, the JSON in a temporary folder.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ from sklearn.model_selection import StratifiedKFold, cross_val_score
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
+from benchmarks._common import add_smoke_flag, require_data, smoke_folder
 from sktransfer import FineTuneClassifier, load_image_folder
 from sktransfer.backbones import load_backbone, penultimate_layer
 from sktransfer.finetune import _resized
@@ -75,7 +77,7 @@ def load(dataset: str, train_size: int | None, test_size: int | None, seed: int 
         X_test, y_test = load_image_folder(DATA / "hymenoptera" / "val")
         split = "val"
     else:
-        data = np.load(DATA / f"{dataset}.npz")
+        data = np.load(require_data(f"{dataset}.npz"))
         X_train, y_train = data["train_images"], data["train_labels"].ravel()
         X_test, y_test = data["test_images"], data["test_labels"].ravel()
         split = "test"
@@ -203,7 +205,7 @@ def finetune_row(name, params, X_train, y_train, X_test, y_test, image_size, gri
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
-        "dataset", choices=["hymenoptera", "breastmnist", "pneumoniamnist", "report"]
+        "dataset", nargs="?", choices=["hymenoptera", "breastmnist", "pneumoniamnist", "report"]
     )
     parser.add_argument("--epochs", type=int, default=2, help="epochs of the fine-tuning rows")
     parser.add_argument("--train-size", type=int, default=None, help="stratified subsample")
@@ -221,12 +223,23 @@ def main(argv=None):
         help="torch threads (1: on the shared, oversubscribed 2-core machine, more threads "
         "spin-wait and run slower)",
     )
+    add_smoke_flag(parser)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
+    results_folder = RESULTS
+    if args.smoke:
+        results_folder, args.dataset, args.epochs = (
+            smoke_folder("finetune_vs_extract"),
+            "breastmnist",
+            1,
+        )
+        args.train_size, args.test_size, args.image_size = 16, 8, 64
+    if args.dataset is None:
+        parser.error("the dataset is required (or --smoke)")
     if args.dataset == "report":
         print(render_report())
         return
-    if not DATA.is_dir():
+    if not args.smoke and not DATA.is_dir():
         sys.exit(f"Data folder {DATA} is absent; set SKTRANSFER_DATA. Nothing was run.")
     X_train, y_train, X_test, y_test, split, (n_full, n_test_full) = load(
         args.dataset, args.train_size, args.test_size
@@ -261,8 +274,9 @@ def main(argv=None):
         "image_size": args.image_size or 224,
         "rows": results,
     }
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / f"finetune_vs_extract_{args.dataset}.json").write_text(json.dumps(record, indent=1))
+    results_folder.mkdir(parents=True, exist_ok=True)
+    json_path = results_folder / f"finetune_vs_extract_{args.dataset}.json"
+    json_path.write_text(json.dumps(record, indent=1))
     print(render_table(record))
 
 

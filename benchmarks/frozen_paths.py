@@ -12,7 +12,7 @@ MobileNetV2 (ImageNet weights), Caltech-101 JPEG paths, on the CPU, engine="auto
    training images, then the classifier's fit on them: images pushed through the network by
    the fit, counted with ``sktransfer.frozen.FORWARD_COUNTS`` (the target is 0).
 
-    PYTHONPATH=. python benchmarks/frozen_paths.py [--n-images 1000] [--repeats 3]
+    PYTHONPATH=. python benchmarks/frozen_paths.py [--n-images 1000] [--repeats 3] [--smoke]
 """
 
 from __future__ import annotations
@@ -29,7 +29,14 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks._common import RESULTS, header, markdown_table, require_data  # noqa: E402
+from benchmarks._common import (  # noqa: E402
+    RESULTS,
+    add_smoke_flag,
+    header,
+    markdown_table,
+    require_data,
+    smoke_folder,
+)
 from sktransfer import DeepFeatureExtractor, FineTuneClassifier, load_image_folder  # noqa: E402
 from sktransfer.frozen import FORWARD_COUNTS, MemoryCache, get_cache  # noqa: E402
 from sktransfer.training import NeuralClassifierBase  # noqa: E402
@@ -117,7 +124,11 @@ def main():
     parser.add_argument("--n-train", type=int, default=200)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--out", default=str(RESULTS / "frozen_paths.md"))
+    add_smoke_flag(parser)
     args = parser.parse_args()
+    if args.smoke:
+        args.n_images, args.n_train, args.repeats = 6, 8, 1
+        args.out = str(smoke_folder("frozen_paths") / "frozen_paths.md")
     test, train, y_train = caltech(args.n_images, args.n_train)
     load = os.getloadavg()
     speed_rows, summary = speed(test, train, y_train, args.repeats)

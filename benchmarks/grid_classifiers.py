@@ -15,7 +15,7 @@ Data: Caltech-101, the first ``--per-class`` JPEG files of each of the first ``-
 classes that have that many (all 101 by default; ``--classes 17 --per-class 80`` is the size
 of Flowers-17).
 
-    PYTHONPATH=. python benchmarks/grid_classifiers.py [--per-class 10] [--classes 101]
+    PYTHONPATH=. python benchmarks/grid_classifiers.py [--per-class 10] [--classes 101] [--smoke]
 """
 
 from __future__ import annotations
@@ -34,7 +34,14 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import LinearSVC
 
-from benchmarks._common import RESULTS, header, markdown_table, require_data
+from benchmarks._common import (
+    RESULTS,
+    add_smoke_flag,
+    header,
+    markdown_table,
+    require_data,
+    smoke_folder,
+)
 from sktransfer import DeepFeatureExtractor, load_image_folder
 
 CANDIDATES = {
@@ -78,7 +85,11 @@ def main() -> None:
     parser.add_argument("--per-class", type=int, default=10)
     parser.add_argument("--classes", type=int, default=101)
     parser.add_argument("--out", default=str(RESULTS / "grid_classifiers.md"))
+    add_smoke_flag(parser)
     args = parser.parse_args()
+    if args.smoke:  # 5 images of 3 classes: one per fold
+        args.per_class, args.classes = 5, 3
+        args.out = str(smoke_folder("grid_classifiers") / "grid_classifiers.md")
     load_before = os.getloadavg()[0]
     paths, labels = caltech(args.per_class, args.classes)
     extractor = DeepFeatureExtractor(

@@ -15,6 +15,9 @@ Exporting the ONNX graphs is paid once per machine (the graphs are cached on dis
 configuration is warmed up on 8 images outside the subset before timing, so no row pays it.
 
     PYTHONPATH=. python benchmarks/grid_search_cost.py [--per-class 20] [--uncached-fits 2]
+
+``--smoke``: 3 classes of 5 images, one uncached fit, the disk-cache search with n_jobs=1 (two
+processes start too slowly), results in a temporary folder.
 """
 
 from __future__ import annotations
@@ -33,26 +36,24 @@ from sklearn.linear_model import RidgeClassifier
 from sklearn.model_selection import GridSearchCV, StratifiedKFold
 from sklearn.pipeline import Pipeline
 
+from benchmarks._common import ROOT, add_smoke_flag, require_data, smoke_folder
 from sktransfer import DeepFeatureExtractor, load_image_folder
 from sktransfer.frozen import FORWARD_COUNTS, clear_cache
 
-ROOT = Path(__file__).resolve().parents[1]
-DATA = Path(os.environ.get("SKTRANSFER_DATA", ROOT / ".." / "shared" / "data"))
 LAYERS = ["features.14", "features.16", "features.18", None]
 POOLINGS = ["avg", "avgmax"]
 ALPHAS = [1.0, 10.0, 100.0]
 FOLDS = 5
 
 
-def caltech_subset(per_class):
-    folder = DATA / "caltech101"
-    if not folder.is_dir():
-        raise SystemExit(f"Caltech-101 not found at {folder}: set SKTRANSFER_DATA (skipping).")
-    paths, labels = load_image_folder(folder)
+def caltech_subset(per_class, n_classes=None):
+    """The first ``per_class`` images of each class (of the first ``n_classes``; all by
+    default), their labels, and 8 other images for the warm-up."""
+    paths, labels = load_image_folder(require_data("caltech101"))
     keep = labels != "BACKGROUND_Google"
     paths, labels = paths[keep], labels[keep]
     chosen, spare = [], []
-    for label in np.unique(labels):
+    for label in np.unique(labels)[:n_classes]:
         index = np.flatnonzero(labels == label)
         chosen += list(index[:per_class])
         spare += list(index[per_class:])
@@ -117,90 +118,120 @@ def uncached_estimate(paths, y, n_fits):
     return float(np.mean(times)) * total_fits, times
 
 
-def main():
+def parse():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--per-class", type=int, default=20)
     parser.add_argument("--uncached-fits", type=int, default=2)
     parser.add_argument("--out", default=str(ROOT / "benchmarks/results/grid_search_cost.md"))
+    add_smoke_flag(parser)
     args = parser.parse_args()
-    paths, y, warm = caltech_subset(args.per_class)
+    args.classes, args.n_jobs = None, 2
+    if args.smoke:  # 3 classes of 5 images (one per fold), one uncached fit
+        args.per_class, args.classes, args.uncached_fits, args.n_jobs = 5, 3, 1, 1
+        args.out = str(smoke_folder("grid_search_cost") / "grid_search_cost.md")
+    return args
+
+
+def warm_up(warm, disk):
+    """ONNX exports (cached per machine) and first-use checks, on images outside the subset."""
+    DeepFeatureExtractor(
+        "mobilenet_v2",
+        layers=["features.14", "features.16", "features.18", "classifier.0"],
+        pooling="avgmax",
+        cache=None,
+    ).fit_transform(warm)
+    extractor(cache=disk).fit_transform(warm)
+    extractor().fit_transform(warm)
+    extractor(cache=None).fit_transform(warm)
+    clear_cache("memory")
+
+
+def measure(paths, y, uncached_fits, disk, n_jobs) -> dict:
+    """Every row's wall time, in one run, and what the searches found."""
+    t_pass, t_clf = floor(paths, y)
+    print(f"floor: pass {t_pass:.1f} s + classifiers {t_clf:.1f} s = {t_pass + t_clf:.1f} s")
+    before = FORWARD_COUNTS["images"]
+    search = GridSearchCV(pipeline(), GRID, cv=CV)
+    t_cached, _ = timed(lambda: search.fit(paths, y))
+    passes = (FORWARD_COUNTS["images"] - before) / len(paths)
+    print(f"cached search: {t_cached:.1f} s, {passes:.2f} passes over the images")
+    t_uncached, fit_times = uncached_estimate(paths, y, uncached_fits)
+    print(f"uncached search (estimated): {t_uncached:.0f} s from fits {fit_times}")
+    clear_cache("memory")
+    parallel = GridSearchCV(pipeline(cache=disk), GRID, cv=CV, n_jobs=n_jobs)
+    t_parallel, _ = timed(lambda: parallel.fit(paths, y))
+    print(f"n_jobs={n_jobs} + disk cache: {t_parallel:.1f} s")
+    same = np.allclose(
+        parallel.cv_results_["mean_test_score"], search.cv_results_["mean_test_score"]
+    )
+    return dict(
+        t_pass=t_pass,
+        t_clf=t_clf,
+        t_cached=t_cached,
+        t_uncached=t_uncached,
+        t_parallel=t_parallel,
+        fit_times=fit_times,
+        passes=passes,
+        same=same,
+        best=search.best_params_,
+        best_score=search.best_score_,
+    )
+
+
+def main():
+    args = parse()
+    paths, y, warm = caltech_subset(args.per_class, args.classes)
     print(f"{len(paths)} images, {len(np.unique(y))} classes")
-
     with tempfile.TemporaryDirectory(prefix="sktransfer-grid-") as disk:
-        # Warm-up outside the subset: ONNX exports (cached per machine) and first-use checks.
-        DeepFeatureExtractor(
-            "mobilenet_v2",
-            layers=["features.14", "features.16", "features.18", "classifier.0"],
-            pooling="avgmax",
-            cache=None,
-        ).fit_transform(warm)
-        extractor(cache=disk).fit_transform(warm)
-        extractor().fit_transform(warm)
-        extractor(cache=None).fit_transform(warm)
-        clear_cache("memory")
+        warm_up(warm, disk)
+        m = measure(paths, y, args.uncached_fits, disk, args.n_jobs)
+    text = markdown(args, len(paths), m)
+    Path(args.out).write_text(text)
+    print(text)
 
-        t_pass, t_clf = floor(paths, y)
-        t_floor = t_pass + t_clf
-        print(f"floor: pass {t_pass:.1f} s + classifiers {t_clf:.1f} s = {t_floor:.1f} s")
 
-        before = FORWARD_COUNTS["images"]
-        search = GridSearchCV(pipeline(), GRID, cv=CV)
-        t_cached, _ = timed(lambda: search.fit(paths, y))
-        passes = (FORWARD_COUNTS["images"] - before) / len(paths)
-        print(f"cached search: {t_cached:.1f} s, {passes:.2f} passes over the images")
-
-        t_uncached, fit_times = uncached_estimate(paths, y, args.uncached_fits)
-        print(f"uncached search (estimated): {t_uncached:.0f} s from fits {fit_times}")
-
-        clear_cache("memory")
-        parallel = GridSearchCV(pipeline(cache=disk), GRID, cv=CV, n_jobs=2)
-        t_parallel, _ = timed(lambda: parallel.fit(paths, y))
-        print(f"n_jobs=2 + disk cache: {t_parallel:.1f} s")
-        same = np.allclose(
-            parallel.cv_results_["mean_test_score"], search.cv_results_["mean_test_score"]
-        )
-
-    best = search.best_params_
+def markdown(args, n_images, m) -> str:
+    t_floor = m["t_pass"] + m["t_clf"]
+    fit_times = m["fit_times"]
     rows = [
         ("floor: one pass + classifier grid on precomputed features", t_floor),
-        ("GridSearchCV, in-memory activation cache (default), n_jobs=1", t_cached),
-        ("GridSearchCV, n_jobs=2, disk cache (fresh folder)", t_parallel),
-        (f"GridSearchCV without cache (estimated from {len(fit_times)} fits)", t_uncached),
+        ("GridSearchCV, in-memory activation cache (default), n_jobs=1", m["t_cached"]),
+        (f"GridSearchCV, n_jobs={args.n_jobs}, disk cache (fresh folder)", m["t_parallel"]),
+        (f"GridSearchCV without cache (estimated from {len(fit_times)} fits)", m["t_uncached"]),
     ]
     table = "\n".join(f"| {name} | {t:.1f} | {t / t_floor:.2f} |" for name, t in rows)
-    text = f"""# Grid search cost: layers x poolings x classifiers at the cost of one pass (#8)
+    n_fits = len(LAYERS) * len(POOLINGS) * len(ALPHAS) * FOLDS
+    command = f"--per-class {args.per_class} --uncached-fits {args.uncached_fits}"
+    return f"""# Grid search cost: layers x poolings x classifiers at the cost of one pass (#8)
 
-Command: `PYTHONPATH=. python benchmarks/grid_search_cost.py --per-class {args.per_class} \
---uncached-fits {args.uncached_fits}`
+Command: `PYTHONPATH=. python benchmarks/grid_search_cost.py {"--smoke" if args.smoke else command}`
 
 Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores (shared with
 other jobs: absolute times are noisy; ratios are measured in the same run), no GPU.
 Date: {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC. Engine: `engine="auto"` (ONNX Runtime).
 
-Data: Caltech-101, the first {args.per_class} JPEG files of each of the 101 classes
-({len(paths)} images, read from disk in every fit). Search: MobileNetV2 (ImageNet weights),
+Data: Caltech-101, the first {args.per_class} JPEG files of each of the \
+{args.classes or 101} classes
+({n_images} images, read from disk in every fit). Search: MobileNetV2 (ImageNet weights),
 layers {LAYERS} x pooling {POOLINGS} x RidgeClassifier alpha {ALPHAS} x {FOLDS}-fold
-StratifiedKFold = {len(LAYERS) * len(POOLINGS) * len(ALPHAS) * FOLDS} fits + refit, with
+StratifiedKFold = {n_fits} fits + refit, with
 `record_layers` set to the layers of the grid. ONNX exports are warmed up on 8 other images
 before timing (paid once per machine).
 
-Floor = one `fit_transform` recording the four layers ({t_pass:.1f} s) + the same classifier
-grid on those precomputed columns ({t_clf:.1f} s).
+Floor = one `fit_transform` recording the four layers ({m["t_pass"]:.1f} s) + the same
+classifier grid on those precomputed columns ({m["t_clf"]:.1f} s).
 
 | run | wall time (s) | / floor |
 |---|---:|---:|
 {table}
 
-- Forward passes during the cached search: {passes:.2f} x the images (probes included).
+- Forward passes during the cached search: {m["passes"]:.2f} x the images (probes included).
 - The uncached search is an estimate: {len(fit_times)} of its fits measured
-  ({", ".join(f"{t:.1f} s" for t in fit_times)}), times {
-        len(LAYERS) * len(POOLINGS) * len(ALPHAS) * FOLDS + 1
-    } fits; each fit reruns the network on all images.
-- n_jobs=2 and n_jobs=1 give the same cv scores: {same}. Best: {best}, accuracy
-  {search.best_score_:.3f}.
+  ({", ".join(f"{t:.1f} s" for t in fit_times)}), times {n_fits + 1} fits; each fit reruns
+  the network on all images.
+- n_jobs={args.n_jobs} and n_jobs=1 give the same cv scores: {m["same"]}. Best: {m["best"]},
+  accuracy {m["best_score"]:.3f}.
 """
-    Path(args.out).write_text(text)
-    print(text)
 
 
 if __name__ == "__main__":

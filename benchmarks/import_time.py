@@ -9,7 +9,7 @@ real use, ``from sktransfer import DeepFeatureExtractor``, against its floor: to
 torchvision and ``sklearn.base`` (which imports scipy and, when installed, pandas), what any
 scikit-learn estimator built on torchvision must import.
 
-    PYTHONPATH=. python benchmarks/import_time.py [--repeats 7] [--out FILE.md]
+    PYTHONPATH=. python benchmarks/import_time.py [--repeats 7] [--out FILE.md] [--smoke]
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import subprocess
 import sys
 import time
 
-from benchmarks._common import RESULTS, ROOT, header, markdown_table
+from benchmarks._common import RESULTS, ROOT, add_smoke_flag, header, markdown_table, smoke_folder
 
 BASELINE = "import torch, torchvision"
 TARGET = "import sktransfer"
@@ -39,8 +39,8 @@ def run_once(statement: str) -> float:
     return time.perf_counter() - start
 
 
-def measure(repeats: int) -> dict[str, list[float]]:
-    for statement in STATEMENTS:  # warm-up round, not timed
+def measure(repeats: int, warm_up: bool = True) -> dict[str, list[float]]:
+    for statement in STATEMENTS if warm_up else ():  # warm-up round, not timed
         run_once(statement)
     times: dict[str, list[float]] = {s: [] for s in STATEMENTS}
     for _ in range(repeats):
@@ -95,9 +95,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--out", default=str(RESULTS / "import_time.md"))
+    add_smoke_flag(parser)
     args = parser.parse_args()
+    if args.smoke:  # one timed round, no warm-up round
+        args.repeats, args.out = 1, str(smoke_folder("import_time") / "import_time.md")
     load_before = os.getloadavg()[0]
-    times = measure(args.repeats)
+    times = measure(args.repeats, warm_up=not args.smoke)
     command = "PYTHONPATH=. python benchmarks/import_time.py " + " ".join(sys.argv[1:])
     text = report(times, command.strip(), load_before)
     with open(args.out, "w") as handle:

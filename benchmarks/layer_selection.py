@@ -17,6 +17,7 @@ Usage::
 
     PYTHONPATH=. python benchmarks/layer_selection.py [--classes 60] [--train-per-class 30]
         [--test-per-class 20] [--no-cache]
+    PYTHONPATH=. python benchmarks/layer_selection.py --smoke   # seconds, a temporary folder
 
 Data: $SKTRANSFER_DATA (default ../shared/data from the repository root).
 """
@@ -41,6 +42,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
 
+from benchmarks._common import add_smoke_flag, require_data, smoke_folder
 from sktransfer import load_image_folder
 from sktransfer.analysis import (
     cka_matrix,
@@ -89,10 +91,6 @@ PROBE_C = 0.1  # one fixed L2 strength for every layer, on standardised features
 TIME_BUDGET_S = 2.0
 
 
-def data_root() -> Path:
-    return Path(os.environ.get("SKTRANSFER_DATA", ROOT.parent / "shared" / "data"))
-
-
 def caltech_split(root: Path, n_classes: int, train_per_class: int, test_per_class: int):
     """``n_classes`` random classes; per class ``train_per_class`` random training images and
     up to ``test_per_class`` test images from the rest (seed ``SEED``)."""
@@ -116,10 +114,10 @@ def hymenoptera_split(root: Path):
     return train_paths, train_labels, test_paths, test_labels
 
 
-def cached_features(paths, backbone: str, use_cache: bool):
+def cached_features(paths, backbone: str, use_cache: bool, cache_dir: Path = CACHE):
     """Per-layer features and ImageNet probabilities of ``paths``, one forward pass."""
     key = hashlib.sha256(json.dumps([backbone, LAYERS[backbone], list(paths)]).encode())
-    file = CACHE / f"{backbone}-{key.hexdigest()[:16]}.npz"
+    file = cache_dir / f"{backbone}-{key.hexdigest()[:16]}.npz"
     if use_cache and file.exists():
         stored = np.load(file)
         features = {layer: stored[layer] for layer in LAYERS[backbone]}
@@ -129,7 +127,7 @@ def cached_features(paths, backbone: str, use_cache: bool):
         paths, backbone, LAYERS[backbone], source_probabilities=True, verbose=1
     )
     seconds = time.perf_counter() - start
-    CACHE.mkdir(parents=True, exist_ok=True)
+    cache_dir.mkdir(parents=True, exist_ok=True)
     np.savez(file, __probabilities__=probabilities, __seconds__=seconds, **features)
     return features, probabilities, seconds, False
 
@@ -154,7 +152,7 @@ def probe(train, y_train, test, y_test):
     return model.fit(train, y_train).score(test, y_test)
 
 
-def evaluate(name, split, use_cache, repeats):
+def evaluate(name, split, use_cache, repeats, cache_dir=CACHE):
     train_paths, y_train, test_paths, y_test = split
     print(
         f"\n== {name}: {len(train_paths)} train, {len(test_paths)} test, "
@@ -165,7 +163,9 @@ def evaluate(name, split, use_cache, repeats):
     n = len(train_paths)
     for backbone in LAYERS:
         paths = np.concatenate([train_paths, test_paths])
-        features, probabilities, seconds, cached = cached_features(paths, backbone, use_cache)
+        features, probabilities, seconds, cached = cached_features(
+            paths, backbone, use_cache, cache_dir
+        )
         extraction[backbone] = (seconds, len(paths), cached)
         test_features[backbone] = {layer: f[n:] for layer, f in features.items()}
         # Scores and probes alike run with BLAS on one thread: on the 2 shared cores,
@@ -228,9 +228,9 @@ def taus(table: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def plots(name, table, test_features, y_test):
+def plots(name, table, test_features, y_test, out=RESULTS):
     stem = f"layer_selection_{name}"
-    plot_layer_scores(table, scores=LAYER_SCORE_NAMES, path=RESULTS / f"{stem}_scores.png")
+    plot_layer_scores(table, scores=LAYER_SCORE_NAMES, path=out / f"{stem}_scores.png")
     # CKA between every tapped layer of the two backbones on (at most) 500 test images.
     rng = np.random.default_rng(SEED)
     n = len(y_test)
@@ -240,7 +240,7 @@ def plots(name, table, test_features, y_test):
     plot_cka_heatmap(
         cka_matrix(mobilenet, lite0),
         title=f"Linear CKA on {name} test images\nMobileNetV2 (rows) vs EfficientNet-Lite0",
-        path=RESULTS / f"{stem}_cka.png",
+        path=out / f"{stem}_cka.png",
     )
     # The DeCAF figure: an early and the last layer of MobileNetV2 on the test images (for
     # Caltech-101 the first 10 classes, so that colours stay readable).
@@ -254,7 +254,7 @@ def plots(name, table, test_features, y_test):
         titles=(f"MobileNetV2 {early}", f"MobileNetV2 {last}"),
         max_samples=1000,
         random_state=SEED,
-        path=RESULTS / f"{stem}_tsne.png",
+        path=out / f"{stem}_tsne.png",
     )
     return [f"{stem}_scores.png", f"{stem}_cka.png", f"{stem}_tsne.png"]
 
@@ -393,7 +393,7 @@ def markdown(sections, args, started, wall_seconds) -> str:
     return "\n".join(lines)
 
 
-def main():
+def parse():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--classes", type=int, default=60, help="Caltech-101 classes drawn")
     parser.add_argument(
@@ -406,41 +406,69 @@ def main():
         help="Caltech-101 test images per class (from the rest)",
     )
     parser.add_argument("--no-cache", action="store_true", help="extract the features again")
+    add_smoke_flag(parser)
     args = parser.parse_args()
-    root = data_root()
-    if not (root / "caltech101").is_dir() or not (root / "hymenoptera").is_dir():
-        print(f"SKIPPED: Caltech-101 / hymenoptera not found under {root} (set SKTRANSFER_DATA).")
-        return 0
-    started = datetime.now(timezone.utc)
-    start = time.perf_counter()
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    datasets = {
+    args.results, args.cache, args.limit = RESULTS, CACHE, None
+    if args.smoke:  # 3 Caltech classes of 4 + 3 images, 10 + 6 hymenoptera images, one timing
+        args.results = args.cache = smoke_folder("layer_selection")
+        args.classes, args.train_per_class, args.test_per_class, args.limit = 3, 4, 3, (10, 6)
+    return args
+
+
+def datasets(args):
+    """Name -> (train paths, labels, test paths, labels), the setup's note, timing repeats."""
+    hymenoptera = hymenoptera_split(require_data("hymenoptera").parent)
+    if args.limit is not None:  # evenly spread, so that both classes are in
+        picks = [
+            np.linspace(0, len(hymenoptera[i]) - 1, n).round().astype(int)
+            for i, n in ((0, args.limit[0]), (2, args.limit[1]))
+        ]
+        hymenoptera = (
+            hymenoptera[0][picks[0]],
+            hymenoptera[1][picks[0]],
+            hymenoptera[2][picks[1]],
+            hymenoptera[3][picks[1]],
+        )
+    caltech = caltech_split(
+        require_data("caltech101").parent, args.classes, args.train_per_class, args.test_per_class
+    )
+    repeats = (1, 1) if args.smoke else (7, 3)
+    return {
         "hymenoptera": (
-            hymenoptera_split(root),
+            hymenoptera,
             "Train 244 images (ants, bees), test on the 153 validation images.",
-            7,
+            repeats[0],
         ),
         "caltech101": (
-            caltech_split(root, args.classes, args.train_per_class, args.test_per_class),
+            caltech,
             f"{args.classes} of the 101 object classes drawn at random (BACKGROUND_Google "
             f"left out), {args.train_per_class} random training images per class, up to "
             f"{args.test_per_class} random test images per class from the rest (seed {SEED}); "
             "sized so that the whole benchmark runs in about 10 minutes on this machine.",
-            3,
+            repeats[1],
         ),
     }
+
+
+def main():
+    args = parse()
+    started = datetime.now(timezone.utc)
+    start = time.perf_counter()
+    args.results.mkdir(parents=True, exist_ok=True)
     sections = {}
-    for name, (split, note, repeats) in datasets.items():
-        table, extraction, test_features = evaluate(name, split, not args.no_cache, repeats)
+    for name, (split, note, repeats) in datasets(args).items():
+        table, extraction, test_features = evaluate(
+            name, split, not args.no_cache, repeats, args.cache
+        )
         tau_table = taus(table)
         print(tau_table.to_string(index=False), flush=True)
-        pngs = plots(name, table, test_features, split[3])
-        table.to_csv(RESULTS / f"layer_selection_{name}.csv", index=False)
+        pngs = plots(name, table, test_features, split[3], args.results)
+        table.to_csv(args.results / f"layer_selection_{name}.csv", index=False)
         sections[name] = (table, extraction, tau_table, pngs, note)
     text = markdown(sections, args, started, time.perf_counter() - start)
-    (RESULTS / "layer_selection.md").write_text(text)
+    (args.results / "layer_selection.md").write_text(text)
     print(every_score(sections).to_string(index=False))
-    print(f"Wrote {RESULTS / 'layer_selection.md'}")
+    print(f"Wrote {args.results / 'layer_selection.md'}")
     return 0
 
 

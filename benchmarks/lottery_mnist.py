@@ -9,7 +9,8 @@ The paper trains 50,000 iterations per round (about 55 epochs at batch 60); on a
 this benchmark trains ``--epochs`` (default 2, i.e. 1,800 iterations) per round.
 
     PYTHONPATH=. python benchmarks/lottery_mnist.py            # full: 15 rounds x 2 epochs
-    PYTHONPATH=. python benchmarks/lottery_mnist.py --quick    # smoke run: 3 rounds, 6k images
+    PYTHONPATH=. python benchmarks/lottery_mnist.py --quick    # 3 rounds, 6k images
+    PYTHONPATH=. python benchmarks/lottery_mnist.py --smoke    # seconds, a temporary folder
 
 Writes benchmarks/results/lottery_mnist.md and lottery_mnist.png.
 """
@@ -17,12 +18,10 @@ Writes benchmarks/results/lottery_mnist.md and lottery_mnist.png.
 from __future__ import annotations
 
 import argparse
-import os
 import platform
 import sys
 import time
 from datetime import datetime, timezone
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -30,11 +29,8 @@ from skorch import NeuralNetClassifier
 from skorch.dataset import ValidSplit
 from torch import nn
 
+from benchmarks._common import RESULTS, add_smoke_flag, require_data, smoke_folder
 from sktransfer.pruning.lottery import PrunedClassifier, plot_lottery
-
-ROOT = Path(__file__).resolve().parents[1]
-DATA = Path(os.environ.get("SKTRANSFER_DATA", ROOT.parent / "shared" / "data"))
-RESULTS = ROOT / "benchmarks" / "results"
 
 
 class LeNet300100(nn.Module):
@@ -63,10 +59,7 @@ def expected_fraction(k: int) -> float:
 
 
 def load_mnist(n_train=None):
-    path = DATA / "mnist.npz"
-    if not path.exists():
-        sys.exit(f"SKIP: {path} not found; set SKTRANSFER_DATA to the folder holding mnist.npz.")
-    data = np.load(path)
+    data = np.load(require_data("mnist.npz"))
     X = (data["x_train"].reshape(-1, 784) / 255).astype(np.float32)
     X_test = (data["x_test"].reshape(-1, 784) / 255).astype(np.float32)
     y, y_test = data["y_train"], data["y_test"]
@@ -93,7 +86,7 @@ def lenet_net(epochs: int, n_train: int) -> NeuralNetClassifier:
     )
 
 
-def main(argv=None):
+def parse(argv):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--epochs", type=int, default=2)
@@ -101,27 +94,18 @@ def main(argv=None):
     parser.add_argument("--quick", action="store_true", help="3 rounds, 1 epoch, 6k images")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="lottery_mnist")
+    add_smoke_flag(parser)
     args = parser.parse_args(argv)
+    args.results, args.n_test = RESULTS, None
     if args.quick:
         args.rounds, args.epochs, args.n_train = 3, 1, 6000
-    torch.set_num_threads(1)  # 2 shared cores: one thread per process is the fastest here
+    if args.smoke:  # one round of one epoch on 600 images, tested on 500
+        args.rounds, args.epochs, args.n_train, args.n_test = 1, 1, 600, 500
+        args.results = smoke_folder("lottery_mnist")
+    return args
 
-    X, y, X_test, y_test = load_mnist(args.n_train)
-    ticket = PrunedClassifier(
-        lenet_net(args.epochs, len(X)),
-        prune_rate=0.2,
-        output_rate=0.1,
-        n_rounds=args.rounds,
-        rewind="init",
-        reinit_control=True,
-        random_state=args.seed,
-        verbose=1,
-    )
-    start = time.perf_counter()
-    ticket.fit(X, y, eval_set=(X_test, y_test))
-    seconds = time.perf_counter() - start
-    history = ticket.history_
 
+def table_rows(history) -> list[str]:
     rows = []
     dense = history["test_accuracy_at_best"].iloc[0]
     for _, row in history.iterrows():
@@ -140,21 +124,16 @@ def main(argv=None):
                 ep=int(row["best_epoch"]),
             )
         )
-    fig = plot_lottery(history, label="winning ticket (rewind to init)")
-    fig.axes[0].set_title(
-        f"LeNet-300-100, MNIST: {args.epochs} epoch(s) per round, seed {args.seed}"
-    )
-    png = RESULTS / f"{args.out}.png"
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    fig.savefig(png, dpi=120, bbox_inches="tight")
-    history.to_csv(RESULTS / f"{args.out}.csv", index=False)
+    return rows
 
+
+def report(args, argv, n_train, seconds, rows, png) -> str:
     command = "PYTHONPATH=. python benchmarks/lottery_mnist.py " + " ".join(
         sys.argv[1:] if argv is None else argv
     )
-    n_valid = len(X) // validation_folds(len(X))
-    iterations = args.epochs * -(-(len(X) - n_valid) // 60)
-    report = (
+    n_valid = n_train // validation_folds(n_train)
+    iterations = args.epochs * -(-(n_train - n_valid) // 60)
+    return (
         f"""# Lottery tickets: LeNet-300-100 on MNIST
 
 Command: `{command.strip()}`
@@ -164,7 +143,7 @@ Wall time: {seconds / 60:.1f} min for {args.rounds} rounds of ticket + re-init c
 
 Recipe (paper): LeNet-300-100, Adam 1.2e-3, batch 60, prune 20 % per round per layer and 10 %
 of the output layer, rewind to the initial weights; control: the same masks, randomly
-re-initialised. Budget here: {len(X) - n_valid} training and {n_valid} validation images,
+re-initialised. Budget here: {n_train - n_valid} training and {n_valid} validation images,
 **{args.epochs} epoch(s) per round** ({iterations} iterations)
 instead of the paper's 50,000 iterations, {args.rounds} rounds (the paper prunes further).
 Accuracy: test accuracy (10,000 images) at the epoch of the lowest validation loss; the ratio
@@ -180,8 +159,38 @@ because each round removes round(0.2 x remaining) whole weights per layer.
 ![accuracy vs weights remaining]({png.name})
 """
     )
-    (RESULTS / f"{args.out}.md").write_text(report)
-    print(report)
+
+
+def main(argv=None):
+    args = parse(argv)
+    torch.set_num_threads(1)  # 2 shared cores: one thread per process is the fastest here
+    X, y, X_test, y_test = load_mnist(args.n_train)
+    X_test, y_test = X_test[: args.n_test], y_test[: args.n_test]
+    ticket = PrunedClassifier(
+        lenet_net(args.epochs, len(X)),
+        prune_rate=0.2,
+        output_rate=0.1,
+        n_rounds=args.rounds,
+        rewind="init",
+        reinit_control=True,
+        random_state=args.seed,
+        verbose=1,
+    )
+    start = time.perf_counter()
+    ticket.fit(X, y, eval_set=(X_test, y_test))
+    seconds = time.perf_counter() - start
+    history = ticket.history_
+    fig = plot_lottery(history, label="winning ticket (rewind to init)")
+    fig.axes[0].set_title(
+        f"LeNet-300-100, MNIST: {args.epochs} epoch(s) per round, seed {args.seed}"
+    )
+    png = args.results / f"{args.out}.png"
+    args.results.mkdir(parents=True, exist_ok=True)
+    fig.savefig(png, dpi=120, bbox_inches="tight")
+    history.to_csv(args.results / f"{args.out}.csv", index=False)
+    text = report(args, argv, len(X), seconds, table_rows(history), png)
+    (args.results / f"{args.out}.md").write_text(text)
+    print(text)
 
 
 if __name__ == "__main__":

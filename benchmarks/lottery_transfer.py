@@ -8,7 +8,8 @@ against a random re-initialisation of the same sparse layers. Kept small for a 2
 few rounds, few epochs (stated in the results).
 
     PYTHONPATH=. python benchmarks/lottery_transfer.py
-    PYTHONPATH=. python benchmarks/lottery_transfer.py --quick   # smoke run
+    PYTHONPATH=. python benchmarks/lottery_transfer.py --quick   # 1 round, 40 images
+    PYTHONPATH=. python benchmarks/lottery_transfer.py --smoke   # seconds, a temporary folder
 
 Writes benchmarks/results/lottery_transfer.md and lottery_transfer.png.
 """
@@ -16,25 +17,20 @@ Writes benchmarks/results/lottery_transfer.md and lottery_transfer.png.
 from __future__ import annotations
 
 import argparse
-import os
 import platform
 import sys
 import time
 from datetime import datetime, timezone
-from pathlib import Path
 
 import numpy as np
 import torch
 
+from benchmarks._common import RESULTS, add_smoke_flag, require_data, smoke_folder
 from sktransfer import FineTuneClassifier, load_image_folder
 from sktransfer.pruning.lottery import PrunedClassifier, plot_lottery
 
-ROOT = Path(__file__).resolve().parents[1]
-DATA = Path(os.environ.get("SKTRANSFER_DATA", ROOT.parent / "shared" / "data"))
-RESULTS = ROOT / "benchmarks" / "results"
 
-
-def main(argv=None):
+def parse(argv):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--epochs", type=int, default=2)
@@ -43,19 +39,29 @@ def main(argv=None):
     parser.add_argument("--rewind-iteration", type=int, default=5)
     parser.add_argument("--quick", action="store_true", help="1 round, 1 epoch, 40 images")
     parser.add_argument("--seed", type=int, default=0)
+    add_smoke_flag(parser)
     args = parser.parse_args(argv)
-    root = DATA / "hymenoptera"
-    if not root.is_dir():
-        sys.exit(f"SKIP: {root} not found; set SKTRANSFER_DATA to the folder holding it.")
-    torch.set_num_threads(1)  # 2 shared cores: one thread per process is the fastest here
+    args.results, args.n_train, args.n_test = RESULTS, None, None
+    if args.quick or args.smoke:
+        args.rounds, args.epochs, args.rewind_iteration = 1, 1, 1
+        args.n_train, args.n_test = (12, 6) if args.smoke else (40, 20)
+    if args.smoke:
+        args.results = smoke_folder("lottery_transfer")
+    return args
 
+
+def hymenoptera(args):
+    root = require_data("hymenoptera")
     X, y = load_image_folder(root / "train")
     X_test, y_test = load_image_folder(root / "val")
-    if args.quick:
-        args.rounds, args.epochs, args.rewind_iteration = 1, 1, 1
-        pick = np.random.default_rng(0).permutation(len(X))[:40]
-        X, y, X_test, y_test = X[pick], y[pick], X_test[:20], y_test[:20]
+    if args.n_train is not None:
+        pick = np.random.default_rng(0).permutation(len(X))[: args.n_train]
+        test = np.random.default_rng(0).permutation(len(X_test))[: args.n_test]
+        X, y, X_test, y_test = X[pick], y[pick], X_test[test], y_test[test]
+    return X, y, X_test, y_test
 
+
+def ticket_for(args):
     finetune = FineTuneClassifier(
         "mobilenet_v2",
         weights="DEFAULT",
@@ -69,7 +75,7 @@ def main(argv=None):
         n_iter_no_change=args.epochs,
         random_state=args.seed,
     )
-    ticket = PrunedClassifier(
+    return PrunedClassifier(
         finetune,
         prune_rate=args.rate,
         output_rate=args.rate / 2,
@@ -79,15 +85,9 @@ def main(argv=None):
         random_state=args.seed,
         verbose=1,
     )
-    start = time.perf_counter()
-    ticket.fit(X, y, eval_set=(X_test, y_test))
-    seconds = time.perf_counter() - start
-    history = ticket.history_
-    totals = {
-        name: ticket.estimator_.net_.module_.get_submodule(name).weight_mask.numel()
-        for name in ticket.layers_
-    }
 
+
+def table_rows(history) -> list[str]:
     dense = history["test_accuracy_at_best"].iloc[0]
     rows = []
     for _, row in history.iterrows():
@@ -98,12 +98,14 @@ def main(argv=None):
             + ("-" if k == 0 else f"{row['reinit_test_accuracy_at_best']:.3f}")
             + f" | {int(row['best_epoch'])} |"
         )
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    name = "lottery_transfer_quick" if args.quick else "lottery_transfer"
-    fig = plot_lottery(history, label=f"ticket (rewind to iteration {args.rewind_iteration})")
-    fig.axes[0].set_title(f"MobileNetV2 top {args.blocks} blocks + head, hymenoptera")
-    fig.savefig(RESULTS / f"{name}.png", dpi=120, bbox_inches="tight")
-    history.to_csv(RESULTS / f"{name}.csv", index=False)
+    return rows
+
+
+def report(args, argv, ticket, seconds, n_train, n_test, name) -> str:
+    totals = {
+        layer: ticket.estimator_.net_.module_.get_submodule(layer).weight_mask.numel()
+        for layer in ticket.layers_
+    }
     command = "PYTHONPATH=. python benchmarks/lottery_transfer.py " + " ".join(
         sys.argv[1:] if argv is None else argv
     )
@@ -111,7 +113,7 @@ def main(argv=None):
         "| round | weights remaining % | weights left | ticket acc | ticket / dense "
         "| re-init acc | best epoch |"
     )
-    report = "\n".join(
+    return "\n".join(
         [
             "# Lottery tickets after transfer: MobileNetV2 on hymenoptera",
             "",
@@ -124,26 +126,45 @@ def main(argv=None):
             f"FineTuneClassifier(mobilenet_v2, ImageNet weights, train_layers={args.blocks}): "
             f"the top {args.blocks} blocks train at lr 0.001 and a new head at 0.01 (SGD, "
             f"momentum 0.9, batch 16), **{args.epochs} epochs per round**, early stopping on "
-            f"20 % of the {len(X)} training images (best epoch restored). Pruned: the "
+            f"20 % of the {n_train} training images (best epoch restored). Pruned: the "
             f"{len(ticket.layers_)} fine-tuned conv/linear layers ({sum(totals.values())} "
             f"weights), {100 * args.rate:.0f} % per round per layer and "
             f"{50 * args.rate:.0f} % of the head, **{args.rounds} rounds**; survivors rewound "
             f"to their values after iteration {args.rewind_iteration} of fine-tuning. The "
             "frozen body below is neither pruned nor changed. Control: the same masks with the "
             "pruned layers re-initialised at random (the rest rewound). Accuracy: the "
-            f"{len(X_test)} validation images of hymenoptera, at the best validation epoch; "
+            f"{n_test} validation images of hymenoptera, at the best validation epoch; "
             "the ratio is against the dense fine-tuned network (round 0) of the same run.",
             "",
             header,
             "|" + " --- |" * 7,
-            *rows,
+            *table_rows(ticket.history_),
             "",
             f"![accuracy vs weights remaining]({name}.png)",
             "",
         ]
     )
-    (RESULTS / f"{name}.md").write_text(report)
-    print(report)
+
+
+def main(argv=None):
+    args = parse(argv)
+    X, y, X_test, y_test = hymenoptera(args)
+    torch.set_num_threads(1)  # 2 shared cores: one thread per process is the fastest here
+    ticket = ticket_for(args)
+    start = time.perf_counter()
+    ticket.fit(X, y, eval_set=(X_test, y_test))
+    seconds = time.perf_counter() - start
+    args.results.mkdir(parents=True, exist_ok=True)
+    name = "lottery_transfer_quick" if args.quick else "lottery_transfer"
+    fig = plot_lottery(
+        ticket.history_, label=f"ticket (rewind to iteration {args.rewind_iteration})"
+    )
+    fig.axes[0].set_title(f"MobileNetV2 top {args.blocks} blocks + head, hymenoptera")
+    fig.savefig(args.results / f"{name}.png", dpi=120, bbox_inches="tight")
+    ticket.history_.to_csv(args.results / f"{name}.csv", index=False)
+    text = report(args, argv, ticket, seconds, len(X), len(X_test), name)
+    (args.results / f"{name}.md").write_text(text)
+    print(text)
 
 
 if __name__ == "__main__":

@@ -17,6 +17,9 @@ files give bit-identical features with both settings (no reduction applies below
 resize target), which keeps the committed DeCAF table valid.
 
     flock /tmp/sktransfer-bench.lock python benchmarks/photo_accuracy.py
+
+``--smoke``: 4 hymenoptera images per split, 2 Caltech classes of 2 + 2 images, upscaled to
+1024x768 only, all in a temporary folder.
 """
 
 from __future__ import annotations
@@ -30,23 +33,40 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks._common import RESULTS, header, markdown_table, require_data  # noqa: E402
-from benchmarks.photo_speed import DEFAULT_WORKDIR, make_photos  # noqa: E402
+from benchmarks._common import (  # noqa: E402
+    RESULTS,
+    add_smoke_flag,
+    header,
+    markdown_table,
+    require_data,
+    smoke_folder,
+)
+from benchmarks.photo_speed import (  # noqa: E402
+    DEFAULT_WORKDIR,
+    PHOTO_SIZE,
+    SMOKE_PHOTO_SIZE,
+    make_photos,
+)
 
 
-def hymenoptera(workdir: Path, threads: int):
+def hymenoptera(workdir: Path, threads: int, size=PHOTO_SIZE, limit=None):
+    """Both splits as photos (``limit``: that many images per split, evenly spread)."""
     from sktransfer import load_image_folder
 
     root = require_data("hymenoptera")
     split = {}
     for part in ("train", "val"):
         paths, labels = load_image_folder(root / part)
+        if limit is not None:
+            index = np.linspace(0, len(paths) - 1, limit).round().astype(int)
+            paths, labels = paths[index], labels[index]
         names = [f"{part}-{label}-{Path(p).stem}" for p, label in zip(paths, labels, strict=True)]
-        split[part] = (make_photos(paths, names, workdir / "hymenoptera-photos", threads), labels)
+        photos = make_photos(paths, names, workdir / "hymenoptera-photos", threads, size)
+        split[part] = (photos, labels)
     return split["train"], split["val"]
 
 
-def caltech_draw(workdir: Path, n_classes: int, per_class: int, threads: int):
+def caltech_draw(workdir: Path, n_classes: int, per_class: int, threads: int, size=PHOTO_SIZE):
     from sktransfer import load_image_folder
 
     paths, labels = load_image_folder(require_data("caltech101"))
@@ -63,7 +83,7 @@ def caltech_draw(workdir: Path, n_classes: int, per_class: int, threads: int):
     out = []
     for part in (train, test):
         names = [f"{c}-{Path(p).stem}" for p, c in zip(*part, strict=True)]
-        photos = make_photos(part[0], names, workdir / "caltech-photos", threads)
+        photos = make_photos(part[0], names, workdir / "caltech-photos", threads, size)
         out.append((photos, np.array(part[1])))
     return out[0], out[1], [p for part in (train, test) for p in part[0]]
 
@@ -121,15 +141,21 @@ def main():
     parser.add_argument("--threads", type=int, default=os.cpu_count())
     parser.add_argument("--workdir", type=Path, default=DEFAULT_WORKDIR)
     parser.add_argument("--out", type=Path, default=RESULTS / "photo_accuracy.md")
+    add_smoke_flag(parser)
     args = parser.parse_args()
+    size, limit = PHOTO_SIZE, None
+    if args.smoke:
+        args.workdir = smoke_folder("photo_accuracy")
+        args.out, size, limit = args.workdir / "photo_accuracy.md", SMOKE_PHOTO_SIZE, 4
+        args.classes, args.per_class = 2, 2
     import torch
 
     from sktransfer import DeepFeatureExtractor
 
     torch.set_num_threads(args.threads)
-    sets = {"hymenoptera (4000x3000)": hymenoptera(args.workdir, args.threads)}
+    sets = {"hymenoptera (4000x3000)": hymenoptera(args.workdir, args.threads, size, limit)}
     c_train, c_test, c_sources = caltech_draw(
-        args.workdir, args.classes, args.per_class, args.threads
+        args.workdir, args.classes, args.per_class, args.threads, size
     )
     sets[f"Caltech-101 draw (4000x3000, {args.classes} classes)"] = (c_train, c_test)
     model = DeepFeatureExtractor("mobilenet_v2", engine="auto", cache=None, n_jobs=args.threads)

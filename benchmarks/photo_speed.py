@@ -15,6 +15,9 @@ Measured in one run, the two decodings alternating, ``--repeats`` times each:
   uint8 arrays, the same for both decodings).
 
     flock /tmp/sktransfer-bench.lock python benchmarks/photo_speed.py [--n-images 300]
+
+``--smoke``: 4 images upscaled to 1024x768 only (still over twice the resize target, so the
+reduced decoding applies), one run each, 2 images for the stages, all in a temporary folder.
 """
 
 from __future__ import annotations
@@ -34,32 +37,44 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks._common import RESULTS, header, markdown_table, require_data  # noqa: E402
+from benchmarks._common import (  # noqa: E402
+    RESULTS,
+    add_smoke_flag,
+    header,
+    markdown_table,
+    require_data,
+    smoke_folder,
+)
 
 PHOTO_SIZE = (4000, 3000)
+SMOKE_PHOTO_SIZE = (1024, 768)
 DEFAULT_WORKDIR = Path("/tmp/sktransfer-photos")
 
 
-def upscale_to_photo(source: str, target: Path, quality: int = 90) -> Path:
+def upscale_to_photo(source: str, target: Path, quality: int = 90, photo_size=PHOTO_SIZE) -> Path:
     """Write ``source`` upscaled to 4000x3000 (or 3000x4000 for a portrait source) as a JPEG."""
     from PIL import Image
 
     if not target.exists():
         with Image.open(source) as image:
             image = image.convert("RGB")
-            size = PHOTO_SIZE if image.width >= image.height else PHOTO_SIZE[::-1]
+            size = photo_size if image.width >= image.height else photo_size[::-1]
             partial = target.with_suffix(".part")
             image.resize(size, Image.BICUBIC).save(partial, "JPEG", quality=quality)
             partial.replace(target)
     return target
 
 
-def make_photos(sources, names, folder: Path, threads: int = 2) -> list[str]:
+def make_photos(sources, names, folder: Path, threads: int = 2, size=PHOTO_SIZE) -> list[str]:
     """Upscaled copies of ``sources`` as ``folder/<name>.jpg`` (made once, then reused)."""
     folder.mkdir(parents=True, exist_ok=True)
     targets = [folder / f"{name}.jpg" for name in names]
+
+    def upscale(source, target):
+        return upscale_to_photo(source, target, photo_size=size)
+
     with ThreadPoolExecutor(threads) as pool:  # Pillow releases the GIL while resizing/encoding
-        return [str(p) for p in pool.map(upscale_to_photo, sources, targets)]
+        return [str(p) for p in pool.map(upscale, sources, targets)]
 
 
 def caltech_sample(n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -199,16 +214,22 @@ def main():
     parser.add_argument("--workdir", type=Path, default=DEFAULT_WORKDIR)
     parser.add_argument("--out", type=Path, default=RESULTS / "photo_speed.md")
     parser.add_argument("--child", type=Path, help=argparse.SUPPRESS)
+    add_smoke_flag(parser)
     args = parser.parse_args()
     if args.child:
         paths = json.loads(args.child.read_text())
         print(json.dumps(child_end_to_end(paths, args.threads)))
         return
+    size = PHOTO_SIZE
+    if args.smoke:
+        args.workdir = smoke_folder("photo_speed")
+        args.out, size = args.workdir / "photo_speed.md", SMOKE_PHOTO_SIZE
+        args.n_images, args.repeats, args.stage_images = 4, 1, 2
     import torch
 
     sources, labels = caltech_sample(args.n_images)
     names = [f"{label}-{Path(s).stem}" for s, label in zip(sources, labels, strict=True)]
-    photos = make_photos(sources, names, args.workdir / "caltech-photos", args.threads)
+    photos = make_photos(sources, names, args.workdir / "caltech-photos", args.threads, size)
     paths_file = args.workdir / "photo_speed_paths.json"
     paths_file.write_text(json.dumps(photos))
     runs = {"today": [], "reduced": []}

@@ -11,6 +11,9 @@ Run the report twice with one cache folder, starting empty, then compare the JSO
     sktransfer report DATA --cache /tmp/skt-cache --out /tmp/second
     PYTHONPATH=. python benchmarks/report_rerun.py /tmp/first/report.json \
         /tmp/second/report.json --name hymenoptera
+
+``--smoke`` compares two small report JSONs of the same shape that it writes itself, and
+writes its section to a temporary folder.
 """
 
 from __future__ import annotations
@@ -18,6 +21,8 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+
+from benchmarks._common import add_smoke_flag, smoke_folder
 
 RESULTS = Path(__file__).resolve().parent / "results" / "report_rerun.md"
 ACTIVATION_STAGES = ("activations", "scores", "feature extraction", "t-SNE")
@@ -45,13 +50,46 @@ def table(first: dict, second: dict) -> str:
     return "\n".join(lines)
 
 
+def smoke_reports(folder: Path) -> tuple[Path, Path]:
+    """Two report JSONs with the keys this script reads (a first and a cached second run)."""
+    paths = []
+    for run, scale in (("first", 1.0), ("second", 0.01)):
+        stages = {s: 10.0 * scale for s in (*ACTIVATION_STAGES, "data")}
+        stages["fine-tuning"] = 20.0
+        report = {
+            "stage_seconds": stages,
+            "data": {"name": "tiny", "n_train": 16, "n_test": 8},
+            "machine": "smoke",
+            "date": "smoke",
+            "budget_seconds": 60.0,
+            "recommendation": {"approach": "feature extraction", "accuracy": 0.9},
+            "feature_extraction": {"accuracy": 0.9},
+        }
+        paths.append(folder / f"{run}.json")
+        paths[-1].write_text(json.dumps(report))
+    return paths[0], paths[1]
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("first", type=Path)
-    parser.add_argument("second", type=Path)
-    parser.add_argument("--name", required=True)
+    parser.add_argument("first", type=Path, nargs="?")
+    parser.add_argument("second", type=Path, nargs="?")
+    parser.add_argument("--name", default=None, help="the data set's section (required)")
     parser.add_argument("--command", default=None, help="the report command, for the record")
+    add_smoke_flag(parser)
     args = parser.parse_args(argv)
+    results = RESULTS
+    if args.smoke:
+        folder = smoke_folder("report_rerun")
+        args.first, args.second = smoke_reports(folder)
+        args.name, results = "tiny", folder / RESULTS.name
+    elif args.first is None or args.second is None or args.name is None:
+        parser.error("FIRST, SECOND and --name are required (or --smoke)")
+    write(args, results)
+
+
+def write(args, results: Path) -> None:
+    """Add (or replace) the data set's section in ``results``."""
     first, second = (json.loads(p.read_text()) for p in (args.first, args.second))
     section = [
         f"## {args.name}",
@@ -72,8 +110,8 @@ def main(argv=None):
         "",
     ]
     text = (
-        RESULTS.read_text()
-        if RESULTS.exists()
+        results.read_text()
+        if results.exists()
         else (
             "# `sktransfer report`: a second run over the same data\n\n"
             "Produced by `benchmarks/report_rerun.py` (see its docstring for the commands).\n\n"
@@ -84,8 +122,8 @@ def main(argv=None):
         start = text.index(marker)
         end = text.find("\n## ", start + 1)
         text = text[:start] + (text[end + 1 :] if end != -1 else "")
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(text.rstrip("\n") + "\n\n" + "\n".join(section))
+    results.parent.mkdir(parents=True, exist_ok=True)
+    results.write_text(text.rstrip("\n") + "\n\n" + "\n".join(section))
     print("\n".join(section))
 
 

@@ -8,7 +8,7 @@ both, and one background decoder each (a DataLoader worker process for the loop,
 thread for the estimator). Runs alternate (loop, estimator, loop, estimator, ...) so that the
 machine's load affects both alike; medians are reported.
 
-    PYTHONPATH=. python benchmarks/training_speed.py [--n-images 96] [--repeats 3]
+    PYTHONPATH=. python benchmarks/training_speed.py [--n-images 96] [--repeats 3] [--smoke]
 """
 
 from __future__ import annotations
@@ -21,18 +21,15 @@ import platform
 import statistics
 import sys
 import time
-from pathlib import Path
 
 import torch
 from PIL import Image
 from torch import nn
 
+from benchmarks._common import RESULTS, add_smoke_flag, require_data, smoke_folder
 from sktransfer import FineTuneClassifier, load_image_folder
 from sktransfer.training import frozen_submodules
 
-ROOT = Path(__file__).resolve().parent.parent
-DATA = Path(os.environ.get("SKTRANSFER_DATA", ROOT / ".." / "shared" / "data"))
-RESULTS = ROOT / "benchmarks" / "results"
 PARAMS = dict(train_layers=3, optimizer="adamw", lr=1e-3, backbone_lr_scale=0.1)
 
 
@@ -67,7 +64,7 @@ def hand_written_epoch(module, optimizer, loader, channels_last):
     return time.perf_counter() - start
 
 
-def main(argv=None):
+def parse(argv):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n-images", type=int, default=96)
     parser.add_argument("--batch-size", type=int, default=16)
@@ -79,13 +76,35 @@ def main(argv=None):
         help="torch threads (1: on the shared, oversubscribed 2-core machine, more threads "
         "spin-wait and run slower)",
     )
+    add_smoke_flag(parser)
     args = parser.parse_args(argv)
-    torch.set_num_threads(args.threads)
-    if not DATA.is_dir():
-        sys.exit(f"Data folder {DATA} is absent; set SKTRANSFER_DATA. Nothing was run.")
-    paths, labels = load_image_folder(DATA / "hymenoptera" / "train")
-    step = max(1, len(paths) // args.n_images)
-    paths, labels = paths[::step][: args.n_images], labels[::step][: args.n_images]
+    args.results = RESULTS
+    if args.smoke:  # 8 images in batches of 4, once
+        args.n_images, args.batch_size, args.repeats = 8, 4, 1
+        args.results = smoke_folder("training_speed")
+    return args
+
+
+def loop_epochs(module0, groups0, dataset, args, repeat, loop, loop_plain):
+    """One hand-written epoch with channels_last and one with the default memory format."""
+    for channels_last, times in ((True, loop), (False, loop_plain)):
+        module = copy.deepcopy(module0)
+        if not channels_last:
+            module = module.to(memory_format=torch.contiguous_format)
+        optimizer = torch.optim.AdamW(groups0(module), lr=PARAMS["lr"])
+        loader = torch.utils.data.DataLoader(
+            dataset,
+            batch_size=args.batch_size,
+            shuffle=True,
+            num_workers=1,
+            generator=torch.Generator().manual_seed(repeat),
+        )
+        times.append(hand_written_epoch(module, optimizer, loader, channels_last))
+
+
+def measure(args, paths, labels):
+    """Alternating runs: the loop's epochs (two memory formats), the estimator's epoch and fit
+    (seconds each); and the network both start from."""
     classes = sorted(set(labels))
     targets = torch.tensor([classes.index(label) for label in labels])
 
@@ -98,41 +117,38 @@ def main(argv=None):
     reference = estimator()
     reference._prepare_fit(paths, labels)
     module0 = copy.deepcopy(reference.net_.module_).cpu()
-    transform = reference.preprocessing_.transform
-    groups0 = reference._param_groups  # the same per-group learning rates
-
-    loop, loop_plain, estimator_epoch, estimator_fit = [], [], [], []
+    dataset = FolderDataset(paths, targets, reference.preprocessing_.transform)
+    times = {"loop": [], "loop_plain": [], "estimator_epoch": [], "estimator_fit": []}
     for repeat in range(args.repeats):
-        for channels_last, times in ((True, loop), (False, loop_plain)):
-            module = copy.deepcopy(module0)
-            if not channels_last:
-                module = module.to(memory_format=torch.contiguous_format)
-            optimizer = torch.optim.AdamW(groups0(module), lr=PARAMS["lr"])
-            loader = torch.utils.data.DataLoader(
-                FolderDataset(paths, targets, transform),
-                batch_size=args.batch_size,
-                shuffle=True,
-                num_workers=1,
-                generator=torch.Generator().manual_seed(repeat),
-            )
-            times.append(hand_written_epoch(module, optimizer, loader, channels_last))
+        loop_epochs(
+            module0,
+            reference._param_groups,
+            dataset,
+            args,
+            repeat,
+            times["loop"],
+            times["loop_plain"],
+        )  # the same per-group learning rates as the estimator
         start = time.perf_counter()
         clf = estimator().fit(paths, labels)
-        estimator_fit.append(time.perf_counter() - start)
-        estimator_epoch.append(float(clf.history_[-1, "dur"]))
+        times["estimator_fit"].append(time.perf_counter() - start)
+        times["estimator_epoch"].append(float(clf.history_[-1, "dur"]))
         print(
-            f"repeat {repeat}: loop {loop[-1]:.1f}s (contiguous {loop_plain[-1]:.1f}s), "
-            f"estimator epoch {estimator_epoch[-1]:.1f}s, fit {estimator_fit[-1]:.1f}s",
+            f"repeat {repeat}: loop {times['loop'][-1]:.1f}s (contiguous "
+            f"{times['loop_plain'][-1]:.1f}s), estimator epoch "
+            f"{times['estimator_epoch'][-1]:.1f}s, fit {times['estimator_fit'][-1]:.1f}s",
             flush=True,
         )
+    return times, module0
 
+
+def markdown(args, argv, times, n_trainable, n_images) -> str:
     median = statistics.median
-    ratio_epoch = median(estimator_epoch) / median(loop)
-    ratio_fit = median(estimator_fit) / median(loop)
+    loop, loop_plain = times["loop"], times["loop_plain"]
+    estimator_epoch, estimator_fit = times["estimator_epoch"], times["estimator_fit"]
     command = "PYTHONPATH=. python benchmarks/training_speed.py " + " ".join(
         argv if argv is not None else sys.argv[1:]
     )
-    n_trainable = sum(p.numel() for p in module0.parameters() if p.requires_grad)
     lines = [
         "# Training speed: FineTuneClassifier vs a hand-written torch loop",
         "",
@@ -143,7 +159,7 @@ def main(argv=None):
         f"Date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC",
         "",
         f"Same network (MobileNetV2, new linear head, top 3 blocks trainable: {n_trainable:,} "
-        f"trainable parameters), same {len(paths)} hymenoptera JPEGs, batch size "
+        f"trainable parameters), same {n_images} hymenoptera JPEGs, batch size "
         f"{args.batch_size}, AdamW with the same parameter groups, frozen BatchNorm in eval "
         f"mode in both, one background decoder each. Medians of {args.repeats} alternating "
         "runs.",
@@ -155,23 +171,36 @@ def main(argv=None):
         f"| hand-written loop (default memory format) | {median(loop_plain):.2f} | "
         f"{median(loop_plain) / median(loop):.2f} |",
         f"| FineTuneClassifier, one epoch (history `dur`) | {median(estimator_epoch):.2f} | "
-        f"**{ratio_epoch:.2f}** |",
+        f"**{median(estimator_epoch) / median(loop):.2f}** |",
         f"| FineTuneClassifier, whole `fit` (load weights, build, 1 epoch) | "
-        f"{median(estimator_fit):.2f} | {ratio_fit:.2f} |",
+        f"{median(estimator_fit):.2f} | {median(estimator_fit) / median(loop):.2f} |",
         "",
-        "All runs: loop "
-        + ", ".join(f"{t:.1f}" for t in loop)
-        + "; loop (default format) "
-        + ", ".join(f"{t:.1f}" for t in loop_plain)
-        + "; estimator epoch "
-        + ", ".join(f"{t:.1f}" for t in estimator_epoch)
-        + "; estimator fit "
-        + ", ".join(f"{t:.1f}" for t in estimator_fit)
+        "All runs: "
+        + "; ".join(
+            f"{name} " + ", ".join(f"{t:.1f}" for t in times[key])
+            for name, key in (
+                ("loop", "loop"),
+                ("loop (default format)", "loop_plain"),
+                ("estimator epoch", "estimator_epoch"),
+                ("estimator fit", "estimator_fit"),
+            )
+        )
         + " seconds.",
     ]
-    text = "\n".join(lines) + "\n"
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "training_speed.md").write_text(text)
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None):
+    args = parse(argv)
+    torch.set_num_threads(args.threads)
+    paths, labels = load_image_folder(require_data("hymenoptera") / "train")
+    step = max(1, len(paths) // args.n_images)
+    paths, labels = paths[::step][: args.n_images], labels[::step][: args.n_images]
+    times, module0 = measure(args, paths, labels)
+    n_trainable = sum(p.numel() for p in module0.parameters() if p.requires_grad)
+    text = markdown(args, argv, times, n_trainable, len(paths))
+    args.results.mkdir(parents=True, exist_ok=True)
+    (args.results / "training_speed.md").write_text(text)
     print(text)
 
 

@@ -26,6 +26,9 @@ _LAZY = {
     "load_backbone": "backbones",
     "DeepFeatureExtractor": "extraction",
     "FineTuneClassifier": "finetune",
+    "TransferredBlocks": "layer_transfer",
+    "transfer_blocks": "layer_transfer",
+    "transferable_blocks": "layer_transfer",
     "DiskCache": "frozen",
     "MemoryCache": "frozen",
     "clear_cache": "frozen",
@@ -55,6 +58,7 @@ _LAZY = {
     "parallel_predict": "parallel_predict",
     "FootprintCallback": "footprint",
     "footprint": "footprint",
+    "MaxNorm": "constraints",
     "MixUp": "mixup",
     "bit_hyperrule": "hyperrule",
 }
@@ -63,6 +67,7 @@ _SUBMODULES = ("analysis",)
 
 # Written out (not computed) so that linters see what the TYPE_CHECKING imports below serve.
 __all__ = [
+    "MaxNorm",
     "ExtractJobError",
     "FootprintCallback",
     "FullNetworkScaler",
@@ -82,6 +87,7 @@ __all__ = [
     "MixUp",
     "PrunedClassifier",
     "TernaryDiscretizer",
+    "TransferredBlocks",
     "analysis",
     "bit_hyperrule",
     "block_layers",
@@ -102,6 +108,8 @@ __all__ = [
     "plot_lottery",
     "rank_layers",
     "rbf_cka",
+    "transfer_blocks",
+    "transferable_blocks",
 ]
 
 
@@ -123,6 +131,7 @@ if TYPE_CHECKING:  # what static analysers and IDEs see; nothing is imported at 
     from . import analysis
     from .analysis import h_score, leep_score, linear_cka, logme_score, rank_layers, rbf_cka
     from .backbones import Backbone, block_layers, list_backbones, list_layers, load_backbone
+    from .constraints import MaxNorm
     from .distillation import DistilledClassifier, born_again, build_student
     from .extract_job import ExtractJobError, extract_features
     from .extraction import DeepFeatureExtractor
@@ -131,6 +140,7 @@ if TYPE_CHECKING:  # what static analysers and IDEs see; nothing is imported at 
     from .frozen import DiskCache, EngineWarning, MemoryCache, StoreWarning, clear_cache
     from .hyperrule import bit_hyperrule
     from .images import check_images, load_image_folder
+    from .layer_transfer import TransferredBlocks, transfer_blocks, transferable_blocks
     from .mixup import MixUp
     from .parallel_predict import parallel_predict
     from .postprocessing import (

@@ -7,6 +7,22 @@ import argparse
 import sys
 import time
 
+#: Each command's line in ``sktransfer --help`` and the description of its own ``--help``.
+COMMANDS = {
+    "report": (
+        "from labelled images to a transfer-learning recommendation (HTML, Markdown, JSON)",
+        "Rank a pretrained network's layers for your images, compare feature extraction with "
+        "light fine-tuning within a time budget, and write a report with the recommended "
+        "pipeline as runnable Python.",
+    ),
+    "extract": (
+        "features of many images to Parquet, resumable, on one machine or a Dask cluster",
+        "Write a pretrained network's features of every image to Parquet files (path, label, "
+        "one column per feature) in chunks. Run the same command again to resume an "
+        "interrupted job.",
+    ),
+}
+
 
 def demo(args) -> int:
     """Fit a DeCAF pipeline on scikit-learn's bundled digits (no download) and report it."""
@@ -63,15 +79,15 @@ def report(args) -> int:
             file=sys.stderr,
             flush=True,
         )
-    try:
+
+    def run() -> None:
         check_report_paths(args.data, args.out, args.cache, force=args.force)
         from .report import build_report
 
-        weights = None if args.weights.lower() == "none" else args.weights
         build_report(
             args.data,
             backbone=args.backbone,
-            weights=weights,
+            weights=_weights(args),
             budget_minutes=args.budget,
             out=args.out,
             cache=args.cache,
@@ -84,32 +100,70 @@ def report(args) -> int:
             force=args.force,
             started=args.started,
         )
+
+    return _guarded("report", run, args, (ReportError, FileNotFoundError))
+
+
+def _guarded(command: str, run, args, user_errors: tuple, *, resume: str = "") -> int:
+    """Run a command: 0 when it ends, 130 on Ctrl-C, 2 with one line for ``user_errors``
+    (bad input or folders), 1 with one line for anything else; ``--traceback`` raises instead.
+
+    ``resume`` ends the lines of a command that a rerun resumes."""
+    try:
+        run()
     except KeyboardInterrupt:
-        print("sktransfer report: interrupted.", file=sys.stderr)
+        print(f"sktransfer {command}: interrupted{resume}.", file=sys.stderr)
         return 130
-    except (ReportError, FileNotFoundError) as exc:
-        print(f"sktransfer report: error: {exc}", file=sys.stderr)
+    except user_errors as exc:
+        if args.traceback:
+            raise
+        print(f"sktransfer {command}: error: {exc}", file=sys.stderr)
         return 2
     except Exception as exc:  # noqa: BLE001 - a user command prints a message, not a traceback
         if args.traceback:
             raise
         print(
-            f"sktransfer report: error: {type(exc).__name__}: {exc}\n"
-            "(run again with --traceback for the details)",
+            f"sktransfer {command}: error: {type(exc).__name__}: {exc}\n"
+            f"(run again with --traceback for the details{resume})",
             file=sys.stderr,
         )
         return 1
     return 0
 
 
-def _add_report_parser(commands) -> None:
-    parser = commands.add_parser(
-        "report",
-        help="from labelled images to a transfer-learning recommendation (HTML, Markdown, JSON)",
-        description="Rank a pretrained network's layers for your images, compare feature "
-        "extraction with light fine-tuning within a time budget, and write a report with the "
-        "recommended pipeline as runnable Python.",
+def _weights(args):
+    """--weights as the library takes it: 'none' is None (random weights, for testing)."""
+    return None if args.weights.lower() == "none" else args.weights
+
+
+def _add_network_options(parser) -> None:
+    parser.add_argument("--backbone", default="mobilenet_v2", help="default: mobilenet_v2")
+    parser.add_argument(
+        "--weights", default="DEFAULT", help="pretrained weights; 'none' for random (testing)"
     )
+
+
+def _add_cache_option(parser, what: str) -> None:
+    parser.add_argument(
+        "--cache",
+        default=None,
+        help=f"{what} folder (default: $SKTRANSFER_CACHE_DIR/activations, "
+        "~/.cache/sktransfer/activations)",
+    )
+
+
+def _add_command(commands, name: str):
+    help_line, description = COMMANDS[name]
+    return commands.add_parser(name, help=help_line, description=description)
+
+
+def _add_output_options(parser) -> None:
+    parser.add_argument("--quiet", action="store_true", help="no progress output")
+    parser.add_argument("--traceback", action="store_true", help="show tracebacks of errors")
+
+
+def _add_report_parser(commands) -> None:
+    parser = _add_command(commands, "report")
     parser.add_argument(
         "data",
         nargs="?",
@@ -117,22 +171,14 @@ def _add_report_parser(commands) -> None:
         help="a folder with one sub-folder of images per class (or train/ and val/ such "
         "folders), or an .npz of images and labels; default: scikit-learn's digits",
     )
-    parser.add_argument("--backbone", default="mobilenet_v2", help="default: mobilenet_v2")
-    parser.add_argument(
-        "--weights", default="DEFAULT", help="pretrained weights; 'none' for random (testing)"
-    )
+    _add_network_options(parser)
     parser.add_argument(
         "--budget", type=float, default=5.0, help="time budget in minutes (default: 5)"
     )
     parser.add_argument(
         "--out", default="sktransfer-report", help="output folder (default: ./sktransfer-report)"
     )
-    parser.add_argument(
-        "--cache",
-        default=None,
-        help="activation cache folder (default: $SKTRANSFER_CACHE_DIR/activations, "
-        "~/.cache/sktransfer/activations)",
-    )
+    _add_cache_option(parser, "activation cache")
     parser.add_argument(
         "--max-images", type=int, default=2000, help="subsample larger data (default: 2000)"
     )
@@ -148,74 +194,52 @@ def _add_report_parser(commands) -> None:
         default=None,
         help="the grid's g CO2e/kWh, for CO2 (default: the world average)",
     )
-    parser.add_argument("--quiet", action="store_true", help="no progress output")
-    parser.add_argument("--traceback", action="store_true", help="show tracebacks of errors")
+    _add_output_options(parser)
 
 
 def extract(args) -> int:
     """Run :func:`sktransfer.extract_features`; a folder or data problem exits 2 with one line."""
     from .extract_job import ExtractJobError, extract_features
 
-    weights = None if args.weights.lower() == "none" else args.weights
-    try:
-        summary = extract_features(
-            args.data,
-            args.out,
-            backbone=args.backbone,
-            weights=weights,
-            layers=args.layers,
-            pooling=None if args.pooling == "none" else args.pooling,
-            engine=args.engine,
-            chunk_size=args.chunk_size,
-            cache=False if args.no_cache else args.cache,
-            n_jobs=args.n_jobs,
-            workers=args.workers,
-            scheduler=args.scheduler,
-            verbose=0 if args.quiet else 1,
+    summaries = []
+
+    def run() -> None:
+        summaries.append(
+            extract_features(
+                args.data,
+                args.out,
+                backbone=args.backbone,
+                weights=_weights(args),
+                layers=args.layers,
+                pooling=None if args.pooling == "none" else args.pooling,
+                engine=args.engine,
+                chunk_size=args.chunk_size,
+                cache=False if args.no_cache else args.cache,
+                n_jobs=args.n_jobs,
+                workers=args.workers,
+                scheduler=args.scheduler,
+                verbose=0 if args.quiet else 1,
+            )
         )
-    except KeyboardInterrupt:
-        print(
-            "sktransfer extract: interrupted; run the same command again to resume.",
-            file=sys.stderr,
-        )
-        return 130
-    except (ExtractJobError, FileNotFoundError, ValueError) as exc:
-        if args.traceback:
-            raise
-        print(f"sktransfer extract: error: {exc}", file=sys.stderr)
-        return 2
-    except Exception as exc:  # noqa: BLE001 - a user command prints a message, not a traceback
-        if args.traceback:
-            raise
-        print(
-            f"sktransfer extract: error: {type(exc).__name__}: {exc}\n"
-            "(run again with --traceback for the details; run the same command to resume)",
-            file=sys.stderr,
-        )
-        return 1
-    if not args.quiet:
+
+    errors = (ExtractJobError, FileNotFoundError, ValueError)
+    resume = "; run the same command again to resume"
+    code = _guarded("extract", run, args, errors, resume=resume)
+    if code == 0 and not args.quiet:
+        summary = summaries[0]
         print(
             f"{summary.n_images - summary.n_unreadable} images' features in {summary.out} "
             f"({summary.chunks_run} chunks run, {summary.chunks_resumed} already done, "
             f"{summary.n_unreadable} unreadable images listed in _unreadable.csv)."
         )
-    return 0
+    return code
 
 
 def _add_extract_parser(commands) -> None:
-    parser = commands.add_parser(
-        "extract",
-        help="features of many images to Parquet, resumable, on one machine or a Dask cluster",
-        description="Write a pretrained network's features of every image to Parquet files "
-        "(path, label, one column per feature) in chunks. Run the same command again to "
-        "resume an interrupted job.",
-    )
+    parser = _add_command(commands, "extract")
     parser.add_argument("data", help="a folder with one sub-folder of images per class")
     parser.add_argument("--out", required=True, help="output folder (new, empty, or resumed)")
-    parser.add_argument("--backbone", default="mobilenet_v2", help="default: mobilenet_v2")
-    parser.add_argument(
-        "--weights", default="DEFAULT", help="pretrained weights; 'none' for random (testing)"
-    )
+    _add_network_options(parser)
     parser.add_argument(
         "--layers", nargs="+", default=None, help="layers to tap (default: penultimate)"
     )
@@ -228,12 +252,7 @@ def _add_extract_parser(commands) -> None:
     parser.add_argument(
         "--chunk-size", type=int, default=512, help="images per Parquet file (default: 512)"
     )
-    parser.add_argument(
-        "--cache",
-        default=None,
-        help="activation store folder (default: $SKTRANSFER_CACHE_DIR/activations, "
-        "~/.cache/sktransfer/activations)",
-    )
+    _add_cache_option(parser, "activation store")
     parser.add_argument("--no-cache", action="store_true", help="no activation store")
     parser.add_argument(
         "--n-jobs",
@@ -246,8 +265,7 @@ def _add_extract_parser(commands) -> None:
         "--workers", type=int, default=None, help="run on a local Dask cluster of N processes"
     )
     where.add_argument("--scheduler", default=None, help="run on a Dask cluster: scheduler address")
-    parser.add_argument("--quiet", action="store_true", help="no progress output")
-    parser.add_argument("--traceback", action="store_true", help="show tracebacks of errors")
+    _add_output_options(parser)
 
 
 def main(argv=None) -> int:

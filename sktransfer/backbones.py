@@ -29,13 +29,12 @@ from urllib.parse import urlparse
 import torch
 import torchvision
 from torch import nn
-from torchvision.models import get_model_builder, get_model_weights, list_models
-from torchvision.models._api import WeightsEnum
+from torchvision.models import WeightsEnum, get_model_builder, get_model_weights, list_models
 from torchvision.models.feature_extraction import create_feature_extractor, get_graph_node_names
-from torchvision.transforms._presets import ImageClassification
 from torchvision.transforms.functional import convert_image_dtype
 from torchvision.transforms.v2 import functional as F2
 
+from ._compat import ImageClassification
 from .devices import seeded as _seeded
 
 __all__ = [
@@ -321,21 +320,29 @@ def _device_of(module: nn.Module) -> torch.device:
     return parameter.device if parameter is not None else torch.device("cpu")
 
 
+def last_linear(module: nn.Module) -> tuple[str, nn.Linear] | None:
+    """The name and module of the last ``nn.Linear`` (lazy ones included) in
+    ``named_modules`` order: a classifier network's output layer. None when there is none;
+    each caller says what that means for it."""
+    linear = [(name, m) for name, m in module.named_modules() if isinstance(m, nn.Linear)]
+    return linear[-1] if linear else None
+
+
 def penultimate_layer(module: nn.Module) -> str:
     """The node feeding the last ``nn.Linear``: the 'penultimate features'."""
-    linear = [name for name, m in module.named_modules() if isinstance(m, nn.Linear)]
-    if not linear:
+    last = last_linear(module)
+    if last is None:
         raise ValueError(
             f"{type(module).__name__} has no nn.Linear layer, so it has no penultimate features. "
             "Pass layers= explicitly; list_layers(backbone) shows the valid names."
         )
     nodes = _graph_nodes(module.eval())
-    if linear[-1] not in nodes or nodes.index(linear[-1]) < 2:
+    if last[0] not in nodes or nodes.index(last[0]) < 2:
         raise ValueError(
             f"Cannot locate the input of {type(module).__name__}'s last Linear layer "
-            f"{linear[-1]!r}. Pass layers= explicitly; list_layers(backbone) shows the valid names."
+            f"{last[0]!r}. Pass layers= explicitly; list_layers(backbone) shows the valid names."
         )
-    return nodes[nodes.index(linear[-1]) - 1]
+    return nodes[nodes.index(last[0]) - 1]
 
 
 # --------------------------------------------------------------------------- helpers

@@ -200,14 +200,15 @@ def _decode_jpeg(data: bytes) -> torch.Tensor | None:
     to ``Image.convert("RGB")`` for RGB and grayscale files (checked on 1,016 Caltech-101
     files).
     """
-    from torchvision.io import ImageReadMode, decode_jpeg
+    from torchvision.io import ImageReadMode
 
-    # torchvision 0.29 deprecates its decoders in favour of torchcodec (not a dependency here);
-    # the warning is silenced by message in sktransfer.images (catch_warnings is not
-    # thread-safe and decoding runs in threads).
+    # torchvision 0.29 deprecates decode_jpeg in favour of torchcodec (not a dependency here)
+    # with a warning per call; its op warns nothing (see sktransfer._compat).
+    from ._compat import jpeg_decoder_op
+
     try:
         buffer = torch.frombuffer(bytearray(data), dtype=torch.uint8)
-        image = decode_jpeg(buffer, mode=ImageReadMode.UNCHANGED)
+        image = jpeg_decoder_op(buffer, ImageReadMode.UNCHANGED.value, False)
     except (RuntimeError, OSError, ValueError):
         return None
     if image.ndim != 3 or image.shape[0] not in (1, 3):

@@ -37,7 +37,7 @@ from .frozen import DiskCache, MemoryCache, Registry, default_cache_dir
 from .frozen.files import write_atomic
 from .images import check_images, load_image_folder
 
-__all__ = ["ExtractJobError", "ExtractSummary", "extract_features"]
+__all__ = ["EXTRACTOR_PARAMS", "ExtractJobError", "ExtractSummary", "extract_features"]
 
 _FRONT_BYTES = 64 * 2**20  # the job store's memory front: flat in the number of images
 
@@ -100,24 +100,33 @@ class _JobStore(DiskCache):
         return (_JobStore, (str(self.path),))
 
 
+#: The DeepFeatureExtractor parameters a job takes, and the defaults it gives them where they
+#: differ from the extractor's: ``random_state`` seeds random weights, so that a resumed job
+#: with ``weights=None`` computes the same network.
+EXTRACTOR_PARAMS = (
+    "backbone",
+    "weights",
+    "layers",
+    "pooling",
+    "engine",
+    "batch_size",
+    "random_state",
+)
+_JOB_DEFAULTS = {"random_state": 0}
+
+
 def extract_features(
     data,
     out,
     *,
     labels=None,
-    backbone="mobilenet_v2",
-    weights="DEFAULT",
-    layers=None,
-    pooling="avg",
-    engine="auto",
-    batch_size="auto",
     chunk_size=512,
     cache=None,
     n_jobs=None,
     workers=None,
     scheduler=None,
-    random_state=0,
     verbose=1,
+    **extractor_params,
 ) -> ExtractSummary:
     """Write the features of every image of ``data`` to Parquet files in ``out``, resumably.
 
@@ -132,9 +141,6 @@ def extract_features(
         ``pandas.read_parquet(out)`` and ``dask.dataframe.read_parquet(out)`` read it.
     labels : sequence or None
         With paths as ``data``: one label per path (written as text), or None.
-    backbone, weights, layers, pooling, engine, batch_size, random_state
-        As for :class:`~sktransfer.DeepFeatureExtractor` (``random_state`` seeds random
-        weights, so that a resumed job with ``weights=None`` computes the same network).
     chunk_size : int, default=512
         Images per Parquet file: the unit of work, of progress and of resuming.
     cache : path, False or None, default=None
@@ -152,6 +158,10 @@ def extract_features(
         ``out`` at the same paths, and to import sktransfer.
     verbose : int, default=1
         A progress bar (images done, images/s, time left) across all workers.
+    **extractor_params
+        ``backbone``, ``weights``, ``layers``, ``pooling``, ``engine``, ``batch_size``,
+        ``random_state`` (:data:`EXTRACTOR_PARAMS`): as for
+        :class:`~sktransfer.DeepFeatureExtractor`, except ``random_state=0``.
 
     Returns
     -------
@@ -170,74 +180,111 @@ def extract_features(
     >>> from sktransfer import extract_features
     >>> root = pathlib.Path(tempfile.mkdtemp())
     >>> for label in ("ants", "bees"):
-    ...     (root / "images" / label).mkdir(parents=True)
+    ...     (folder := root / "images" / label).mkdir(parents=True)
     ...     for i in range(3):
-    ...         pixels = np.full((8, 8, 3), 40 * i, np.uint8)
-    ...         Image.fromarray(pixels).save(root / "images" / label / f"{i}.png")
+    ...         Image.fromarray(np.full((8, 8, 3), 40 * i, np.uint8)).save(folder / f"{i}.png")
     >>> net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten())
     >>> summary = extract_features(root / "images", root / "features", backbone=net,
     ...                            weights=None, layers=["1"], chunk_size=4, cache=False,
     ...                            verbose=0)
-    >>> table = pd.read_parquet(root / "features")
-    >>> table.shape, table["label"].tolist()
-    ((6, 6), ['ants', 'ants', 'ants', 'bees', 'bees', 'bees'])
+    >>> pd.read_parquet(root / "features")["label"].tolist()
+    ['ants', 'ants', 'ants', 'bees', 'bees', 'bees']
     """
-    paths, labels = _image_list(data, labels)
-    chunk_size = _positive_int(chunk_size, "chunk_size")
+    runs = _Runs(_workers(workers, scheduler), scheduler, n_jobs, verbose)
+    params = {**_extractor_params(extractor_params), "n_jobs": n_jobs}
+    job = _Job.prepare(data, labels, out, chunk_size, _cache_dir(cache), params)
+    with JobFolder(out) as folder:
+        return job.run(folder, runs)
+
+
+def _extractor_params(given: dict) -> dict:
+    unknown = sorted(set(given) - set(EXTRACTOR_PARAMS))
+    if unknown:
+        raise TypeError(
+            f"extract_features got unexpected keyword arguments {unknown}: besides its own, it "
+            f"takes the DeepFeatureExtractor parameters {list(EXTRACTOR_PARAMS)}."
+        )
+    return {**_JOB_DEFAULTS, **given}
+
+
+def _workers(workers, scheduler) -> int | None:
     n_workers = None if workers is None else _positive_int(workers, "workers")
     if n_workers is not None and scheduler is not None:
         raise ValueError("Pass workers (a local cluster) or scheduler (an existing one), not both.")
-    cache_dir = _cache_dir(cache)
-    JobFolder(out).check_foreign()  # before loading anything: a wrong --out fails fast
-    params = dict(
-        backbone=backbone,
-        weights=weights,
-        layers=layers,
-        pooling=pooling,
-        engine=engine,
-        batch_size=batch_size,
-        random_state=random_state,
-        n_jobs=n_jobs,
-    )
-    probe = _first_readable(paths)
-    extractor = _fitted_extractor(params, cache_dir, probe)
-    job = _job_description(extractor, paths, labels, chunk_size)
-    with JobFolder(out) as folder:
-        done = folder.open(job)
+    return n_workers
+
+
+@dataclass(frozen=True)
+class _Runs:
+    """Where and how the chunks run: here, on a local Dask cluster of ``n_workers``
+    processes, or on the cluster of ``scheduler``; ``n_jobs`` threads; a progress bar."""
+
+    n_workers: int | None
+    scheduler: object
+    n_jobs: int | None
+    verbose: int
+
+
+@dataclass
+class _Job:
+    """One job: its images, the extractor fitted here on the first readable one, and the
+    description (``_job_description``) that decides whether a folder's files are its own."""
+
+    paths: list
+    labels: list
+    chunk_size: int
+    params: dict  # the extractor's parameters, n_jobs included
+    cache_dir: Path | None
+    probe: str
+    extractor: DeepFeatureExtractor
+    description: dict
+
+    @classmethod
+    def prepare(cls, data, labels, out, chunk_size, cache_dir, params) -> _Job:
+        """Check the inputs and the folder (before loading anything: a wrong ``out`` fails
+        fast), then fit the extractor."""
+        paths, labels = _image_list(data, labels)
+        chunk_size = _positive_int(chunk_size, "chunk_size")
+        JobFolder(out).check_foreign()
+        probe = _first_readable(paths)
+        extractor = _fitted_extractor(params, cache_dir, probe)
+        description = _job_description(extractor, paths, labels, chunk_size)
+        return cls(paths, labels, chunk_size, params, cache_dir, probe, extractor, description)
+
+    def tasks(self, folder: JobFolder, done) -> list[_ChunkTask]:
+        """The chunks not ``done`` yet, each a self-contained task for any worker."""
         shared = dict(
             out=str(folder.path),
-            job_key=job["key"],
-            params=params,
-            cache=None if cache_dir is None else str(cache_dir),
-            probe=probe,
-            columns=job["columns"],
-            engine=job["engine"],
-            threads=n_jobs,
+            job_key=self.description["key"],
+            params=self.params,
+            cache=None if self.cache_dir is None else str(self.cache_dir),
+            probe=self.probe,
+            columns=self.description["columns"],
+            engine=self.description["engine"],
+            threads=self.params["n_jobs"],
             driver_pid=os.getpid(),
         )
-        tasks = [
-            _ChunkTask(
-                index=i,
-                paths=paths[at : at + chunk_size],
-                labels=labels[at : at + chunk_size],
-                **shared,
-            )
-            for i, at in enumerate(range(0, len(paths), chunk_size))
+        size = self.chunk_size
+        starts = enumerate(range(0, len(self.paths), size))
+        return [
+            _ChunkTask(i, self.paths[at : at + size], self.labels[at : at + size], **shared)
+            for i, at in starts
             if i not in done
         ]
-        resumed = sum(job["chunk_rows"][i] for i in done)
+
+    def run(self, folder: JobFolder, runs: _Runs) -> ExtractSummary:
+        """Run the chunks not done yet, recording each in the folder's manifest as it ends."""
+        done = folder.open(self.description)
+        tasks = self.tasks(folder, done)
+        resumed = sum(self.description["chunk_rows"][i] for i in done)
+        n_images, n_chunks = len(self.paths), self.description["n_chunks"]
+        summary = ExtractSummary(str(folder.path), n_images, n_chunks, len(done), 0, 0, 0, 0.0)
         progress = tqdm(
-            total=len(paths), initial=resumed, unit="img", desc="extract", disable=not verbose
-        )
-        summary = ExtractSummary(
-            str(folder.path), len(paths), job["n_chunks"], len(done), 0, 0, 0, 0.0
+            total=n_images, initial=resumed, unit="img", desc="extract", disable=not runs.verbose
         )
         start = time.perf_counter()
         try:
-            with (
-                progress,
-                contextlib.closing(_run(tasks, extractor, n_workers, scheduler, n_jobs)) as results,
-            ):
+            with progress, contextlib.closing(_run(tasks, self.extractor, runs)) as results:
                 for task, result in results:
                     folder.record(task.index, result["rows"], result["sha256"], result["skipped"])
                     _count(summary, task, result, time.perf_counter() - start)
@@ -246,7 +293,7 @@ def extract_features(
             summary.seconds = time.perf_counter() - start
             folder.write_unreadable()
             summary.n_unreadable = len(folder.unreadable())
-    return summary
+        return summary
 
 
 def _count(summary: ExtractSummary, task: _ChunkTask, result: dict, seconds: float) -> None:
@@ -349,8 +396,9 @@ def _job_description(extractor, paths: list[str], labels: list, chunk_size: int)
 # --------------------------------------------------------------------------- running chunks
 
 
-def _run(tasks, extractor, n_workers, scheduler, n_jobs):
+def _run(tasks, extractor, runs: _Runs):
     """Yield ``(task, result)`` as chunks finish: here, or on Dask workers."""
+    n_workers, scheduler = runs.n_workers, runs.scheduler
     if n_workers is None and scheduler is None:
         for task in tasks:
             yield task, _extract_chunk(task, extractor)
@@ -365,7 +413,7 @@ def _run(tasks, extractor, n_workers, scheduler, n_jobs):
             if client is not scheduler:
                 client.close()
         return
-    threads = max(1, (n_jobs or os.cpu_count() or 1) // n_workers)
+    threads = max(1, (runs.n_jobs or os.cpu_count() or 1) // n_workers)
     tasks = [replace(task, threads=threads) for task in tasks]
     with (
         LocalCluster(

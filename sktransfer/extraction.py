@@ -7,13 +7,13 @@ import os
 from numbers import Integral
 
 import numpy as np
-from sklearn.base import BaseEstimator, TransformerMixin, _fit_context
-from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 from torch import nn
-from torchvision.models._api import WeightsEnum
+from torchvision.models import WeightsEnum
 
+from ._compat import Interval, StrOptions, _fit_context
 from .backbones import _is_path, block_layers, load_backbone, penultimate_layer
 from .devices import available_or_cpu, resolve_device, seed_from, seeded
 from .frozen import (
@@ -25,12 +25,12 @@ from .frozen import (
     MemoryCache,
     Registry,
     batching,
+    features_from_statistics,
     get_cache,
     has_lazy,
-    pool_statistics,
     pooled_width,
+    pooling_statistics,
     resolve_engine,
-    statistics_for,
     stored_statistics,
     tapped_network,
 )
@@ -419,7 +419,9 @@ class DeepFeatureExtractor(TransformerMixin, BaseEstimator):
         """Each tapped layer's pooled features, through the activation store when there is
         one. Misses record what any pooling of any recorded layer needs, so the store then
         serves every candidate of a search over ``layers`` and ``pooling``."""
-        needed = {layer: statistics_for(self.pooling, self._ndim(layer)) for layer in self.layers_}
+        needed = {
+            layer: pooling_statistics(self.pooling, self._ndim(layer)) for layer in self.layers_
+        }
         recorded = ("avg", "max", "flat") if self.pooling is None else ("avg", "max")
         stats = stored_statistics(
             self.network_,
@@ -436,7 +438,7 @@ class DeepFeatureExtractor(TransformerMixin, BaseEstimator):
             ),
         )
         return {
-            layer: pool_statistics(
+            layer: features_from_statistics(
                 {stat: stats[(layer, stat)] for stat in needed[layer]},
                 self.pooling,
                 self._ndim(layer),

@@ -8,48 +8,25 @@ peft). Training runs through the project's skorch base (:mod:`sktransfer.trainin
 
 from __future__ import annotations
 
-import fnmatch
 import os
-import re
-import warnings
 from numbers import Integral, Real
-from typing import NamedTuple
 
-import numpy as np
 import torch
-from sklearn.base import _fit_context
-from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 from torch import nn
-from torchvision.models._api import WeightsEnum
-from torchvision.transforms._presets import ImageClassification
+from torchvision.models import WeightsEnum
 
-from .backbones import (
-    Backbone,
-    ImagePreset,
-    ToUnitFloat,
-    _graph_nodes,
-    block_layers,
-    load_backbone,
-)
-from .frozen import (
-    ENGINES,
-    DiskCache,
-    FrozenNetwork,
-    MemoryCache,
-    batching,
-    get_cache,
-    pooled_features,
-    resolve_engine,
-    tapped_network,
-)
+from ._compat import ImageClassification, Interval, StrOptions, _fit_context
+from .backbones import ImagePreset, last_linear, load_backbone
+from .finetune_frozen import FrozenBody, HeadOnlyTraining, frozen_body
+from .finetune_layers import LayerSelection, original_name
+from .frozen import ENGINES, DiskCache, MemoryCache, has_lazy
 from .hyperrule import apply_hyperrule
-from .images import ImageInputs
-from .training import NeuralClassifierBase, Preprocessing, _softmax, count_trainable
+from .training import NeuralClassifierBase, Preprocessing, count_trainable, store_parameters
+from .training.context import FitContext
 
-__all__ = ["FineTuneClassifier", "FineTuneNetwork", "FrozenBody"]
+__all__ = ["BackboneRecipe", "FineTuneClassifier", "FineTuneNetwork", "FrozenBody"]
 
-_NORM_LAYERS = (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm)
 _TRAIN_KEYWORDS = ("head", "all", "norm")
 
 
@@ -65,6 +42,12 @@ class FineTuneNetwork(nn.Module):
         return self.head(self.body(x))
 
 
+class BackboneRecipe:
+    """A backbone built in ``fit`` (e.g. :class:`sktransfer.TransferredBlocks`): its
+    ``build_backbone(estimator, random_state)`` returns a :class:`~sktransfer.Backbone` and
+    the names of parameters that stay frozen whatever ``train_layers`` says."""
+
+
 def make_head(in_features: int, n_classes: int, hidden=(), dropout=0.0) -> nn.Sequential:
     """Linear, or hidden fully connected layers (ReLU, then dropout) and a Linear output."""
     layers, width = [], in_features
@@ -77,15 +60,16 @@ def make_head(in_features: int, n_classes: int, hidden=(), dropout=0.0) -> nn.Se
     return nn.Sequential(*layers)
 
 
-class FineTuneClassifier(NeuralClassifierBase):
+class FineTuneClassifier(HeadOnlyTraining, LayerSelection, NeuralClassifierBase):
     """Fine-tune a pretrained network with a new classification head.
 
     Parameters
     ----------
-    backbone : str or torch.nn.Module, default="mobilenet_v2"
+    backbone : str, torch.nn.Module or BackboneRecipe, default="mobilenet_v2"
         A torchvision classification model name, ``"efficientnet_lite0"``, or a module whose
         last ``nn.Linear`` is its classifier (that layer is replaced by the new head). A plain
-        module takes images as float in [0, 1] at their own size, or 2-D vectors.
+        module takes images as float in [0, 1] at their own size, or 2-D vectors. A
+        :class:`sktransfer.TransferredBlocks` copies the first blocks of a trained network.
     weights : str, path or None, default="DEFAULT"
         Pretrained weights, resolved offline first (:func:`sktransfer.load_backbone`).
     train_layers : {"head", "all", "norm"}, int or list of str, default="head"
@@ -218,7 +202,7 @@ callbacks, verbose, random_state
 
     _parameter_constraints: dict = {
         **NeuralClassifierBase._parameter_constraints,
-        "backbone": [str, nn.Module],
+        "backbone": [str, nn.Module, BackboneRecipe],
         "weights": [str, os.PathLike, None, WeightsEnum],
         "train_layers": [
             StrOptions(set(_TRAIN_KEYWORDS)),
@@ -278,40 +262,7 @@ callbacks, verbose, random_state
         verbose=0,
         random_state=None,
     ):
-        super().__init__(
-            max_epochs=max_epochs,
-            lr=lr,
-            batch_size=batch_size,
-            optimizer=optimizer,
-            weight_decay=weight_decay,
-            early_stopping=early_stopping,
-            validation_fraction=validation_fraction,
-            n_iter_no_change=n_iter_no_change,
-            augmentation=augmentation,
-            mixed_precision=mixed_precision,
-            device=device,
-            n_jobs=n_jobs,
-            callbacks=callbacks,
-            verbose=verbose,
-            random_state=random_state,
-        )
-        self.backbone = backbone
-        self.weights = weights
-        self.train_layers = train_layers
-        self.image_size = image_size
-        self.head_hidden = head_hidden
-        self.head_dropout = head_dropout
-        self.backbone_lr_scale = backbone_lr_scale
-        self.layer_decay = layer_decay
-        self.lora_rank = lora_rank
-        self.lora_alpha = lora_alpha
-        self.lora_dropout = lora_dropout
-        self.lora_layers = lora_layers
-        self.merge_lora = merge_lora
-        self.cache_features = cache_features
-        self.engine = engine
-        self.cache = cache
-        self.hyperrule = hyperrule
+        store_parameters(self, locals())
 
     # ------------------------------------------------------------------ public API
 
@@ -332,14 +283,14 @@ callbacks, verbose, random_state
         self : FineTuneClassifier
         """
         self._check_head_params()
-        inputs, y_encoded = self._prepare_fit(X, y)
-        self.hyperrule_ = apply_hyperrule(self, inputs) if self.hyperrule else None
-        self.features_cached_ = self._use_feature_cache(inputs)
+        context = self._prepare_fit(X, y)
+        self.hyperrule_ = apply_hyperrule(self, context.inputs) if self.hyperrule else None
+        self.features_cached_ = self._use_feature_cache(context.inputs)
         if self.features_cached_:
-            self._train_head_on_cached_features(inputs, y_encoded)
+            self._train_head_on_cached_features(context)
         else:
             epochs = self.hyperrule_["epochs"] if self.hyperrule_ else None
-            self._continue_training(inputs, y_encoded, max_epochs=epochs)
+            self._continue_training(context, max_epochs=epochs)
         self.lora_merged_ = False
         self._count_parameters()
         if self.merge_lora and self.lora_layers_:
@@ -377,40 +328,50 @@ callbacks, verbose, random_state
         self.n_params_ = count_trainable(self.net_.module_)[1]
         return self
 
+    def _fit_to_continue(self, X, y):
+        # Training the head on stored features swaps the network for its head while training;
+        # continued training (pruning's rewind snapshots) needs the whole network each epoch.
+        return self.set_params(cache_features=False).fit(X, y)
+
     # ------------------------------------------------------------------ hooks
 
-    def _setup(self, random_state) -> Preprocessing:
-        self._loaded = load_backbone(self.backbone, self.weights, random_state=random_state)
+    def _setup(self, context: FitContext) -> Preprocessing:
+        self._kept_frozen = frozenset()
+        if isinstance(self.backbone, BackboneRecipe):
+            self._loaded, self._kept_frozen = self.backbone.build_backbone(self, context.seed)
+        else:
+            self._loaded = load_backbone(self.backbone, self.weights, random_state=context.seed)
         self.weights_ = self._loaded.weights
         if self.image_size is not None:
             self._loaded.transform = _resized(self._loaded.transform, self.image_size)
         return Preprocessing.from_backbone(self._loaded)
 
-    def _build_module(self, n_classes: int) -> nn.Module:
+    def _build_module(self, context: FitContext) -> nn.Module:
         loaded, self._loaded = self._loaded, None
         body = loaded.module  # load_backbone already copied it; ours to change
-        classifier_name, in_features = _last_linear(body, loaded.name)
+        classifier_name, in_features = _classifier(body, loaded.name)
         possible = self._frozen_body_possible() and self.input_kind_ != "vectors"
-        pretrained_identity = loaded.identity if possible and not _has_lazy(body) else None
+        pretrained_identity = loaded.identity if possible and not has_lazy(body) else None
         _replace(body, classifier_name, nn.Identity())
-        if self.input_kind_ == "vectors" or _has_lazy(body):
+        if self.input_kind_ == "vectors" or has_lazy(body):
             with torch.no_grad():
-                body.eval()(self._example_batch())  # initialise lazy modules
+                body.eval()(context.example_batch())  # initialise lazy modules
         self.frozen_body_ = None
         if possible:
-            self.frozen_body_ = _frozen_body(body, classifier_name, loaded, pretrained_identity)
+            self.frozen_body_ = frozen_body(body, classifier_name, loaded, pretrained_identity)
+        n_classes = len(self.classes_)
         head = make_head(in_features, n_classes, tuple(self.head_hidden), self.head_dropout)
         self.blocks_, depth = self._blocks_and_depths(body, loaded)
         self._depth = depth
         body.requires_grad_(False)
         for name, param in body.named_parameters():
-            param.requires_grad = self._trains(name, body, depth)
+            param.requires_grad = name not in self._kept_frozen and self._trains(name, body, depth)
         self.lora_layers_ = self._add_lora(body, depth)
         return FineTuneNetwork(body, head)
 
     def _param_groups(self, module: nn.Module) -> list[dict]:
         if not isinstance(module, FineTuneNetwork):  # the head alone, on cached features
-            return [{"params": [p for p in module.parameters() if p.requires_grad]}]
+            return super()._param_groups(module)
         new = [p for p in module.head.parameters() if p.requires_grad]
         by_rate: dict[float, list] = {}
         for name, param in module.body.named_parameters():
@@ -421,7 +382,7 @@ callbacks, verbose, random_state
                 continue
             scale = self.backbone_lr_scale
             if self.layer_decay is not None:
-                scale *= self.layer_decay ** self._depth.get(_original_name(name), 0)
+                scale *= self.layer_decay ** self._depth.get(original_name(name), 0)
             by_rate.setdefault(scale, []).append(param)
         groups = [{"params": new, "lr": self.lr}]
         groups += [{"params": ps, "lr": self.lr * s} for s, ps in sorted(by_rate.items())]
@@ -445,201 +406,9 @@ callbacks, verbose, random_state
                 f"['features.18.*']; got {layers!r}."
             )
 
-    def _body_stays_frozen(self) -> bool:
-        """Only the head trains and nothing changes the body's output between epochs."""
-        return (
-            self.train_layers == "head"
-            and self.lora_rank == 0
-            and self.augmentation is None
-            and not self.hyperrule  # the rule crops and flips training images
-        )
-
-    def _frozen_body_possible(self) -> bool:
-        return self._body_stays_frozen() and self.cache_features in ("auto", True)
-
-    def _use_feature_cache(self, inputs: ImageInputs) -> bool:
-        possible = (
-            self._body_stays_frozen() and inputs.kind != "vectors" and self.frozen_body_ is not None
-        )
-        if self.cache_features is True and not possible:
-            raise ValueError(
-                "cache_features=True needs train_layers='head', lora_rank=0, "
-                "augmentation=None and image input, since only then is the frozen network's "
-                f"output fixed; got train_layers={self.train_layers!r}, "
-                f"lora_rank={self.lora_rank}, augmentation={self.augmentation!r}. Use "
-                "cache_features='auto'."
-            )
-        return possible and self.cache_features in ("auto", True)
-
-    def _train_head_on_cached_features(self, inputs, y_encoded):
-        network = self.net_.module_
-        features = ImageInputs("vectors", self._frozen_body_features(inputs))
-        self._set_module(network.head)
-        channels_last, self.net_.channels_last = self.net_.channels_last, False
-        self._continue_training(features, y_encoded)
-        self.net_.channels_last = channels_last
-        self.net_.module_ = self._place(network)
-
-    def _frozen_body_network(self) -> FrozenNetwork:
-        """The trained network's frozen body, tapped where its penultimate features leave it.
-
-        Its identity is the pretrained network's (for named weights), so it shares the
-        activation store and the tapped graph with a DeepFeatureExtractor of that network.
-        """
-        frozen = self.frozen_body_
-        transform = self.preprocessing_.transform or ToUnitFloat()  # a plain module's
-        body = Backbone(self.net_.module_.body, transform, frozen.name, self.weights_)
-        body.known_identity = frozen.identity
-        store = get_cache(self.cache)
-        return tapped_network(
-            body,
-            [frozen.layer],
-            self.device_,
-            engine=resolve_engine(self.engine, self.device_),
-            n_threads=self.n_jobs,
-            export_dir=store.onnx_dir if isinstance(store, DiskCache) else None,
-        )
-
-    def _frozen_body_features(self, inputs: ImageInputs) -> np.ndarray:
-        """The penultimate features of ``inputs``, through the frozen pass and the store."""
-        network = self._frozen_body_network()
-        features = pooled_features(
-            network,
-            inputs,
-            pooling="avg",  # the layer is a vector: nothing is pooled
-            store=get_cache(self.cache),
-            **batching(network, len(inputs), n_jobs=self.n_jobs, verbose=self.verbose),
-        )
-        return features[network.layers[0]]
-
-    def _probabilities(self, inputs: ImageInputs) -> np.ndarray:
-        """With the head trained on the frozen body's features (``features_cached_``), the
-        images go through the frozen pass (engine, activation store, progress bar), then the
-        head; otherwise through the whole network."""
-        if not self.features_cached_:
-            return super()._probabilities(inputs)
-        features = torch.from_numpy(self._frozen_body_features(inputs))
-        head = self.net_.module_.head
-        chunks = []
-        with torch.inference_mode():
-            for start in range(0, len(features), 1024):
-                batch = features[start : start + 1024].to(self.device_)
-                chunks.append(_softmax(head(batch)).cpu().numpy())
-        if not chunks:
-            return np.empty((0, len(self.classes_)), dtype=np.float64)
-        return np.concatenate(chunks).astype(np.float64)
-
     def _count_parameters(self):
         self.n_trainable_params_, self.n_params_ = count_trainable(self.net_.module_)
         self.trainable_fraction_ = self.n_trainable_params_ / self.n_params_
-
-    def _blocks_and_depths(self, body, loaded):
-        """Blocks bottom to top, and each pretrained parameter's block rank from the top."""
-        if not self._needs_blocks():
-            return [], {}
-        if self.input_kind_ == "vectors":  # an MLP: each layer with parameters is a block
-            order = [n for n, m in body.named_modules() if _own_params(m)]
-            blocks = order
-        else:
-            blocks = block_layers(Backbone(body, loaded.transform, loaded.name, "module"))
-            order = _graph_nodes(body)
-        if not blocks:
-            raise ValueError(
-                f"Found no blocks in {loaded.name!r}, so train_layers/lora_layers cannot count "
-                "blocks. Pass parameter-name patterns instead (a list of str)."
-            )
-        starts = [_first_position(order, b) for b in blocks]
-        depth = {}
-        for module_name, module in body.named_modules():
-            if not _own_params(module):
-                continue
-            position = _first_position(order, module_name)
-            above = sum(start <= position for start in starts)  # blocks starting at or before
-            rank = len(blocks) - max(above, 1)  # the stem counts as the deepest block
-            for param_name, _ in module.named_parameters(recurse=False):
-                depth[_join(module_name, param_name)] = rank
-        return blocks, depth
-
-    def _needs_blocks(self) -> bool:
-        return (
-            isinstance(self.train_layers, Integral)
-            or isinstance(self.lora_layers, Integral)
-            or self.layer_decay is not None
-        )
-
-    def _check_block_count(self, n, what):
-        if n > len(self.blocks_):
-            raise ValueError(
-                f"{what}={n}, but {self.backbone if isinstance(self.backbone, str) else 'the'}"
-                f" network has {len(self.blocks_)} blocks ({self.blocks_[0]} ... "
-                f"{self.blocks_[-1]}). Use at most {len(self.blocks_)} or 'all'."
-            )
-
-    def _trains(self, name: str, body: nn.Module, depth: dict) -> bool:
-        layers = self.train_layers
-        if layers == "head":
-            return False
-        if layers == "all":
-            return True
-        if layers == "norm":
-            owner = body.get_submodule(name.rpartition(".")[0]) if "." in name else body
-            return isinstance(owner, _NORM_LAYERS)
-        if isinstance(layers, Integral):
-            self._check_block_count(layers, "train_layers")
-            return depth[name] < layers
-        return any(fnmatch.fnmatchcase(name, pattern) for pattern in layers)
-
-    def _add_lora(self, body: nn.Module, depth: dict) -> list[str]:
-        if self.lora_rank == 0:
-            return []
-        try:
-            from peft import LoraConfig, inject_adapter_in_model
-        except ImportError:
-            raise ValueError(
-                "lora_rank > 0 needs peft: pip install 'sktransfer[lora]' (or pip install peft)."
-            ) from None
-        targets = [
-            name
-            for name, module in body.named_modules()
-            if _lora_eligible(module) and self._in_lora_layers(name, module, depth)
-        ]
-        if not targets:
-            # Not an error: grids such as {"lora_rank": [0, 4], "train_layers": ["head", "all"]}
-            # must run; with everything trained, adapters would add nothing.
-            warnings.warn(
-                f"lora_rank={self.lora_rank} but no frozen nn.Linear or nn.Conv2d (groups=1) "
-                f"layer is selected by lora_layers={self.lora_layers!r} and not already trained "
-                f"by train_layers={self.train_layers!r}, so no adapter was added. Widen "
-                "lora_layers or set lora_rank=0.",
-                UserWarning,
-                stacklevel=4,
-            )
-            return []
-        trainable = {id(p) for p in body.parameters() if p.requires_grad}
-        config = LoraConfig(
-            r=self.lora_rank,
-            lora_alpha=self.lora_alpha if self.lora_alpha is not None else self.lora_rank,
-            lora_dropout=self.lora_dropout,
-            target_modules="^(" + "|".join(re.escape(t) for t in targets) + ")$",
-            init_lora_weights="gaussian",
-        )
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=".*fan_in_fan_out.*")
-            inject_adapter_in_model(config, body)
-        for name, param in body.named_parameters():  # peft froze everything else
-            param.requires_grad = "lora_" in name or id(param) in trainable
-        return targets
-
-    def _in_lora_layers(self, name, module, depth) -> bool:
-        if any(p.requires_grad for p in module.parameters()):
-            return False  # already fully trained: an adapter would add nothing
-        layers = self.lora_layers
-        if layers == "all":
-            return True
-        if isinstance(layers, Integral):
-            self._check_block_count(layers, "lora_layers")
-            return depth[_join(name, "weight")] < layers
-        return any(fnmatch.fnmatchcase(name, pattern) for pattern in layers)
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -647,46 +416,21 @@ callbacks, verbose, random_state
         return tags
 
 
-# --------------------------------------------------------------------------- helpers
-
-
-def _last_linear(module: nn.Module, name: str) -> tuple[str, int]:
-    linear = [(n, m) for n, m in module.named_modules() if isinstance(m, nn.Linear)]
-    if not linear:
+def _classifier(module: nn.Module, name: str) -> tuple[str, int]:
+    """The name and input width of the classifier that the new head replaces."""
+    last = last_linear(module)
+    if last is None:
         raise ValueError(
             f"Backbone {name!r} has no nn.Linear classifier to replace with a new head. Pass a "
             "network whose last nn.Linear layer is its classifier."
         )
-    layer_name, layer = linear[-1]
-    if isinstance(layer, nn.LazyLinear) or isinstance(
-        layer.weight, nn.parameter.UninitializedParameter
-    ):
+    layer_name, layer = last
+    if has_lazy(layer):
         raise ValueError(
             f"The last Linear layer {layer_name!r} of {name!r} is lazy, so its input width is "
             "unknown. Give it an explicit in_features."
         )
     return layer_name, layer.in_features
-
-
-class FrozenBody(NamedTuple):
-    """Where a head-only FineTuneClassifier's frozen body is tapped, and as what."""
-
-    name: str  #: the backbone's name
-    layer: str  #: the node feeding the replaced classifier: the penultimate features
-    identity: str | None  #: the pretrained network's identity (None: the body's own)
-
-
-def _frozen_body(body: nn.Module, classifier_name: str, loaded, identity) -> FrozenBody | None:
-    """The node feeding the (replaced) classifier, named as ``DeepFeatureExtractor(layers=
-    None)`` names it, with the pretrained network's identity: both estimators then share
-    stored features. None when the graph cannot be traced."""
-    try:
-        nodes = _graph_nodes(body)
-    except Exception:  # untraceable: the head then trains on the whole network's output
-        return None
-    if classifier_name not in nodes or nodes.index(classifier_name) < 1:
-        return None
-    return FrozenBody(loaded.name, nodes[nodes.index(classifier_name) - 1], identity)
 
 
 def _resized(transform, size: int):
@@ -709,33 +453,3 @@ def _resized(transform, size: int):
 def _replace(module: nn.Module, name: str, new: nn.Module) -> None:
     parent, _, child = name.rpartition(".")
     setattr(module.get_submodule(parent) if parent else module, child, new)
-
-
-def _has_lazy(module: nn.Module) -> bool:
-    return any(isinstance(p, nn.parameter.UninitializedParameter) for p in module.parameters())
-
-
-def _own_params(module: nn.Module) -> bool:
-    return next(module.parameters(recurse=False), None) is not None
-
-
-def _lora_eligible(module: nn.Module) -> bool:
-    if isinstance(module, nn.Conv2d):
-        return module.groups == 1  # peft's grouped/depthwise support is not what we want
-    return isinstance(module, nn.Linear)
-
-
-def _first_position(order: list[str], name: str) -> int:
-    for index, node in enumerate(order):
-        # a node inside the module, or a node that is a module enclosing it (traced as a leaf)
-        if node == name or node.startswith(name + ".") or name.startswith(node + "."):
-            return index
-    return len(order)
-
-
-def _join(prefix: str, name: str) -> str:
-    return f"{prefix}.{name}" if prefix else name
-
-
-def _original_name(name: str) -> str:
-    return name.replace(".base_layer", "")

@@ -34,8 +34,8 @@ import torch
 from PIL import Image
 from skorch.callbacks import Callback, LRScheduler
 from torchvision.transforms import v2
-from torchvision.transforms._presets import ImageClassification
 
+from ._compat import ImageClassification
 from .backbones import image_preset
 from .images import ImageInputs
 from .mixup import MixUp

@@ -21,11 +21,13 @@ from PIL import Image
 
 from .decoding import decode_file, pil_to_rgb, reduced_jpeg_decoding, resize_target
 
-__all__ = ["ImageInputs", "check_images", "load_image_folder", "IMAGE_EXTENSIONS"]
-
-warnings.filterwarnings(
-    "ignore", message="The image decoding and encoding capabilities of TorchVision are deprecated"
-)
+__all__ = [
+    "ImageInputs",
+    "check_images",
+    "concatenate_images",
+    "load_image_folder",
+    "IMAGE_EXTENSIONS",
+]
 
 IMAGE_EXTENSIONS = frozenset(
     ext.lower() for ext, fmt in Image.registered_extensions().items() if fmt in Image.OPEN
@@ -363,6 +365,33 @@ def _check_vectors(X: np.ndarray) -> None:
             "Input X contains NaN or infinity. Impute or drop those values before extracting "
             "features."
         )
+
+
+def concatenate_images(a, b):
+    """Two collections of images (or feature vectors) as one, in a form :func:`check_images`
+    takes: one array when both are arrays (of numbers, or of paths as strings) with one item
+    shape, else a list of their items (paths, PIL images, arrays of other sizes). pandas
+    inputs count by their values.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sktransfer.images import concatenate_images
+    >>> concatenate_images(np.zeros((2, 8, 8)), np.ones((3, 8, 8))).shape
+    (5, 8, 8)
+    >>> len(concatenate_images(np.zeros((2, 8, 8)), np.ones((3, 4, 4))))
+    5
+    """
+    a, b = (x.to_numpy() if hasattr(x, "to_numpy") else x for x in (a, b))
+    if (
+        isinstance(a, np.ndarray)
+        and isinstance(b, np.ndarray)
+        and a.dtype != object
+        and b.dtype != object
+        and a.shape[1:] == b.shape[1:]
+    ):
+        return np.concatenate([a, b])
+    return [*list(a), *list(b)]
 
 
 def load_image_folder(root, *, extensions=None) -> tuple[np.ndarray, np.ndarray]:

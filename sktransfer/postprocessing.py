@@ -14,12 +14,13 @@ from numbers import Integral, Real
 
 import numpy as np
 from scipy import sparse
-from sklearn.base import BaseEstimator, OneToOneFeatureMixin, TransformerMixin, _fit_context
+from sklearn.base import BaseEstimator, OneToOneFeatureMixin, TransformerMixin
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
-from sklearn.utils._param_validation import Interval
 from sklearn.utils.validation import check_is_fitted, validate_data
 from torch import nn
+
+from ._compat import Interval, _fit_context
 
 __all__ = [
     "FullNetworkScaler",
@@ -30,7 +31,18 @@ __all__ = [
 ]
 
 
-class LayerwiseNormalizer(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
+class _FittedFloatTransformer(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
+    """The base of the stateless transformers here: ``fit`` is still required (it checks
+    the input and records its width), and float32 input stays float32."""
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.requires_fit = True
+        tags.transformer_tags.preserves_dtype = ["float64", "float32"]
+        return tags
+
+
+class LayerwiseNormalizer(_FittedFloatTransformer):
     """Scale each layer's block of features to unit L2 norm, per sample.
 
     Parameters
@@ -103,14 +115,8 @@ class LayerwiseNormalizer(OneToOneFeatureMixin, TransformerMixin, BaseEstimator)
                 start = i
         return blocks
 
-    def __sklearn_tags__(self):
-        tags = super().__sklearn_tags__()
-        tags.requires_fit = True
-        tags.transformer_tags.preserves_dtype = ["float64", "float32"]
-        return tags
 
-
-class TernaryDiscretizer(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
+class TernaryDiscretizer(_FittedFloatTransformer):
     """Map standardised features to -1, 0 or 1 (the Full-Network Embedding's last step).
 
     Values above ``high`` become 1, below ``low`` become -1, the rest 0. Put a
@@ -159,12 +165,6 @@ class TernaryDiscretizer(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         out[X > self.high] = 1
         out[X < self.low] = -1
         return out
-
-    def __sklearn_tags__(self):
-        tags = super().__sklearn_tags__()
-        tags.requires_fit = True
-        tags.transformer_tags.preserves_dtype = ["float64", "float32"]
-        return tags
 
 
 class FullNetworkScaler(StandardScaler):
@@ -253,15 +253,15 @@ def full_network_layers(backbone="mobilenet_v2", weights=None) -> list[str]:
     >>> len(layers), layers[:3]
     (52, ['features.0', 'features.1.conv.0', 'features.1.conv.2'])
     """
-    from .backbones import Backbone, load_backbone
+    from .backbones import Backbone, last_linear, load_backbone
 
     bb = backbone if isinstance(backbone, Backbone) else load_backbone(backbone, weights)
     modules = dict(bb.module.named_modules())
-    linear = [name for name, m in modules.items() if isinstance(m, nn.Linear)]
+    output = (last_linear(bb.module) or (None,))[0]
     taps = [
         _tap_after(modules, name)
         for name, m in modules.items()
-        if isinstance(m, nn.Conv2d) or (isinstance(m, nn.Linear) and name != linear[-1])
+        if isinstance(m, nn.Conv2d) or (isinstance(m, nn.Linear) and name != output)
     ]
     if not taps:
         raise ValueError(

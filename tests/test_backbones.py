@@ -5,7 +5,6 @@ from torch import nn
 
 from sktransfer import block_layers, list_backbones, list_layers, load_backbone
 from sktransfer.backbones import penultimate_layer
-from tests.conftest import requires_mobilenet_weights
 
 
 def test_unknown_backbone_suggests_close_names():
@@ -77,7 +76,7 @@ def test_layers_and_blocks():
     assert "efficientnet_lite0" in list_backbones()
 
 
-@requires_mobilenet_weights
+@pytest.mark.real_weights
 def test_default_weights_resolve_offline_to_imagenet_v1():
     bb = load_backbone("mobilenet_v2")
     assert bb.weights == "MobileNet_V2_Weights.IMAGENET1K_V1"
@@ -85,7 +84,7 @@ def test_default_weights_resolve_offline_to_imagenet_v1():
     assert len(bb.categories) == 1000
 
 
-@requires_mobilenet_weights
+@pytest.mark.real_weights
 def test_chelsea_is_a_cat():
     skimage_data = pytest.importorskip("skimage.data")
     bb = load_backbone("mobilenet_v2")
@@ -97,9 +96,9 @@ def test_chelsea_is_a_cat():
 
 def test_image_preset_resizes_uint8_like_pillow_and_keeps_the_preset_elsewhere():
     from PIL import Image
-    from torchvision.transforms._presets import ImageClassification
     from torchvision.transforms.v2 import functional as F2
 
+    from sktransfer._compat import ImageClassification
     from sktransfer.backbones import ImagePreset, image_preset
 
     reference = ImageClassification(crop_size=24, resize_size=28)

@@ -4,13 +4,15 @@ import torch
 from sktransfer.devices import available_or_cpu, resolve_device, seeded
 
 
-def test_auto_takes_cuda_only_when_present():
-    expected = "cuda" if torch.cuda.is_available() else "cpu"
-    assert resolve_device("auto").type == expected
+@pytest.mark.parametrize("present, resolved", [(True, "cuda"), (False, "cpu")])
+def test_auto_takes_cuda_only_when_present(monkeypatch, present, resolved):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: present)
+    assert resolve_device("auto") == torch.device(resolved)
+    assert resolve_device(None) == torch.device(resolved)
 
 
-@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
-def test_cuda_without_gpu_raises():
+def test_cuda_without_gpu_raises(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.raises(ValueError, match="no CUDA GPU is available"):
         resolve_device("cuda")
 
@@ -20,10 +22,10 @@ def test_unknown_device_raises():
         resolve_device("gpu0")
 
 
-@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
-def test_saved_cuda_device_maps_to_cpu_with_a_warning():
+def test_saved_cuda_device_maps_to_cpu_with_a_warning(monkeypatch):
     from sktransfer.devices import DeviceWarning
 
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.warns(DeviceWarning, match="loaded onto the CPU"):
         assert available_or_cpu("cuda:0").type == "cpu"
 

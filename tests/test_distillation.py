@@ -15,14 +15,6 @@ from sktransfer.distillation import (
 )
 
 
-@pytest.fixture(autouse=True)
-def _seed():
-    state = torch.random.get_rng_state()
-    torch.manual_seed(0)
-    yield
-    torch.random.set_rng_state(state)
-
-
 def _zero_mean(logits):
     return logits - logits.mean(dim=1, keepdim=True)
 

@@ -12,13 +12,12 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import GridSearchCV
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
-from sklearn.utils.estimator_checks import parametrize_with_checks
 from skorch.callbacks import Callback
+from tiny_networks import TinyClassifier
 from torch import nn
 
 from sktransfer import DistilledClassifier, born_again
 from sktransfer.distillation.students import SmallCNN, build_student
-from sktransfer.training import NeuralClassifierBase
 
 # Tiny networks: one torch thread (see conftest.one_thread).
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -60,22 +59,11 @@ def _small(**params):
 # ----------------------------------------------------------------- the issue's "done when"
 
 
-class PlainStudent(NeuralClassifierBase):
+class PlainStudent(TinyClassifier):
     """The same student trained by the shared base with plain cross-entropy."""
 
-    def __init__(self, *, max_epochs=3, lr=1e-3, batch_size=32, optimizer="adam", device="cpu",
-                 random_state=0):  # fmt: skip
-        super().__init__(
-            max_epochs=max_epochs,
-            lr=lr,
-            batch_size=batch_size,
-            optimizer=optimizer,
-            device=device,
-            random_state=random_state,
-        )
-
-    def _build_module(self, n_classes):
-        student = build_student("mlp-16", n_classes, random_state=self._seed_)
+    def _build_module(self, context):
+        student = build_student("mlp-16", len(self.classes_), random_state=context.seed)
         student.module.eval()
         with torch.no_grad():  # initialise the lazy layers as DistilledClassifier's probe does
             student.module(torch.zeros(2, self.n_features_in_))
@@ -85,7 +73,8 @@ class PlainStudent(NeuralClassifierBase):
 def test_alpha_zero_equals_plain_training(data, teacher):
     X, y = data
     distilled = _small(teacher=teacher, alpha=0.0, temperature=20).fit(X, y)
-    plain = PlainStudent().fit(X, y)
+    plain = PlainStudent(max_epochs=3, lr=1e-3, batch_size=32, optimizer="adam", random_state=0)
+    plain.fit(X, y)
     for a, b in zip(distilled.student_module_.parameters(), plain.net_.module_.parameters()):
         assert torch.equal(a, b)
     np.testing.assert_array_equal(distilled.predict_proba(X), plain.predict_proba(X))
@@ -297,15 +286,6 @@ def test_parameters_are_validated(data, teacher):
         _small(teacher=teacher, alpha=1.5).fit(X, y)
     with pytest.raises(ValueError, match="hint_layers must be a pair"):
         _small(teacher=nn.Linear(10, 3), hint_layers=("a",)).fit(X, y)
-
-
-@parametrize_with_checks(
-    [_small(teacher=LogisticRegression(), max_epochs=20, lr=1e-2)],
-    # none expected: the base validates tabular X with scikit-learn's own checks
-    expected_failed_checks=lambda estimator: {},
-)
-def test_sklearn_compatible(estimator, check):
-    check(estimator)
 
 
 # ----------------------------------------------------------------- FineTuneClassifier teachers

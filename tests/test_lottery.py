@@ -9,75 +9,19 @@ import pytest
 import torch
 from sklearn.base import clone
 from sklearn.model_selection import GridSearchCV
-from sklearn.utils.estimator_checks import parametrize_with_checks
 from skorch import NeuralNetClassifier
 from skorch.callbacks import Callback
+from tiny_networks import TinyMLP
 from torch import nn
 
 from sktransfer import FineTuneClassifier, pruning
 from sktransfer.pruning.lottery import PrunedClassifier, plot_lottery
-from sktransfer.training import NeuralClassifierBase
 
 matplotlib.use("Agg")
 
 
 # Tiny networks: one torch thread (see conftest.one_thread).
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-class TinyMLP(NeuralClassifierBase):
-    """n_features -> 16 -> 8 -> n_classes on vectors; ``freeze_first`` plays a pretrained layer."""
-
-    def __init__(
-        self,
-        *,
-        freeze_first=False,
-        max_epochs=3,
-        lr=0.01,
-        batch_size=16,
-        optimizer="adam",
-        weight_decay=0.0,
-        early_stopping=False,
-        validation_fraction=0.25,
-        n_iter_no_change=3,
-        augmentation=None,
-        mixed_precision="auto",
-        device="cpu",
-        n_jobs=1,
-        callbacks=None,
-        verbose=0,
-        random_state=None,
-    ):
-        super().__init__(
-            max_epochs=max_epochs,
-            lr=lr,
-            batch_size=batch_size,
-            optimizer=optimizer,
-            weight_decay=weight_decay,
-            early_stopping=early_stopping,
-            validation_fraction=validation_fraction,
-            n_iter_no_change=n_iter_no_change,
-            augmentation=augmentation,
-            mixed_precision=mixed_precision,
-            device=device,
-            n_jobs=n_jobs,
-            callbacks=callbacks,
-            verbose=verbose,
-            random_state=random_state,
-        )
-        self.freeze_first = freeze_first
-
-    def _build_module(self, n_classes):
-        module = nn.Sequential(
-            nn.Linear(self.n_features_in_, 16),
-            nn.ReLU(),
-            nn.Linear(16, 8),
-            nn.ReLU(),
-            nn.Linear(8, n_classes),
-        )
-        if self.freeze_first:
-            module[0].requires_grad_(False)
-        return module
 
 
 class StartRecorder(Callback):
@@ -103,6 +47,7 @@ def data(n=90, labels=("b", "a", "c")):
 
 def ticket(**params):
     estimator_params = params.pop("estimator_params", {})
+    estimator_params = {"max_epochs": 3, "lr": 0.01, "optimizer": "adam", **estimator_params}
     base = TinyMLP(random_state=0, **estimator_params)
     defaults = {"prune_rate": 0.5, "output_rate": 0.25, "n_rounds": 3, "random_state": 0}
     return PrunedClassifier(base, **{**defaults, **params})
@@ -343,25 +288,3 @@ def test_grid_search_in_parallel():
     search.fit(X, y)
     assert set(search.cv_results_["param_prune_rate"]) == {0.2, 0.5}
     assert hasattr(search.best_estimator_, "masks_")
-
-
-# Every check passes on this configuration: input reading (images or vectors) is the shared
-# base's, which validates tabular X the scikit-learn way.
-EXPECTED_FAILED_CHECKS = {
-    "check_methods_sample_order_invariance": (
-        "the wrapped network computes in float32: reordered rows change the matmul's blocking, "
-        "so probabilities differ by one float32 ulp (3e-8) against the check's rtol of 1e-7."
-    ),
-}
-
-
-def _tiny_ticket():
-    return PrunedClassifier(TinyMLP(max_epochs=2, random_state=0), n_rounds=1, random_state=0)
-
-
-@parametrize_with_checks(
-    [_tiny_ticket()],
-    expected_failed_checks=lambda estimator: EXPECTED_FAILED_CHECKS,
-)
-def test_sklearn_common_checks(estimator, check):
-    check(estimator)

@@ -13,7 +13,7 @@ from sktransfer.frozen.secret import seal
 from sktransfer.report import memo as memo_module
 from sktransfer.report.memo import Memo
 
-#: What the report memoises, one value per stage (see sktransfer/report/build.py).
+#: What the report memoises, one value per stage (see sktransfer/report/stages.py).
 STAGE_RESULTS = {
     "layer_plan": (["features.3", "features.18"], "classifier.1"),
     "stacked_features": (

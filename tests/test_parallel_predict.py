@@ -3,22 +3,16 @@
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 from PIL import Image
 from sklearn.exceptions import NotFittedError
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
-from torch import nn
+from tiny_networks import pooled_conv
 
 from sktransfer import DeepFeatureExtractor, extract_features, parallel_predict
 
 da = pytest.importorskip("dask.array", reason="needs the dask extra")
 dd = pytest.importorskip("dask.dataframe", reason="needs the dask extra")
-
-
-def tiny_net():
-    torch.manual_seed(0)
-    return nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten())
 
 
 @pytest.fixture
@@ -70,7 +64,7 @@ def test_features_written_by_a_job_predicted_over_dask(tmp_path):
     extract_features(
         tmp_path / "images",
         tmp_path / "features",
-        backbone=tiny_net(),
+        backbone=pooled_conv(),
         weights=None,
         layers=["1"],
         chunk_size=5,
@@ -94,7 +88,7 @@ def test_a_pipeline_from_image_paths(tmp_path):
         paths.append(str(tmp_path / f"{i}.png"))
         Image.fromarray(rng.integers(0, 256, (10, 10, 3), dtype=np.uint8)).save(paths[-1])
     labels = np.array([0, 1] * 5)
-    extractor = DeepFeatureExtractor(tiny_net(), weights=None, layers=["1"], n_jobs=1)
+    extractor = DeepFeatureExtractor(pooled_conv(), weights=None, layers=["1"], n_jobs=1)
     pipeline = make_pipeline(extractor, LogisticRegression()).fit(paths, labels)
     lazy = dd.from_pandas(pd.Series(paths), npartitions=3)
     predicted = parallel_predict(pipeline, lazy).compute(scheduler="synchronous")

@@ -3,7 +3,6 @@ import pandas as pd
 import pytest
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
-from sklearn.utils.estimator_checks import parametrize_with_checks
 from torch import nn
 
 from sktransfer import (
@@ -107,8 +106,3 @@ def test_full_network_layers_of_known_networks():
     # Outside an nn.Sequential only the normalisation follows: a block's ReLU runs twice.
     assert resnet[:3] == ["bn1", "layer1.0.bn1", "layer1.0.bn2"]
     assert "layer2.0.downsample" in resnet and len(resnet) == 20
-
-
-@parametrize_with_checks([FullNetworkScaler()])
-def test_full_network_scaler_follows_scikit_learn_conventions(estimator, check):
-    check(estimator)

@@ -10,7 +10,7 @@ import pytest
 from sklearn.datasets import make_classification
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import GridSearchCV
-from torch import nn
+from tiny_networks import small_mlp
 
 from sktransfer import DistilledClassifier, FineTuneClassifier
 from sktransfer.distillation.teachers import teacher_outputs
@@ -79,13 +79,9 @@ def _vectors():
     return X.astype(np.float32), y
 
 
-def _tiny_mlp():
-    return nn.Sequential(nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 2))
-
-
 def test_grid_search_labels_each_candidates_table(capsys):
     X, y = _vectors()
-    clf = FineTuneClassifier(_tiny_mlp(), train_layers="all", max_epochs=1, verbose=1)
+    clf = FineTuneClassifier(small_mlp(), train_layers="all", max_epochs=1, verbose=1)
     GridSearchCV(clf, {"lr": [0.01, 0.02]}, cv=2, refit=False).fit(X, y)
     out = capsys.readouterr().out
     headers = [line for line in out.splitlines() if ": training on" in line]
@@ -136,7 +132,7 @@ def test_chunked_teacher_answers_equal_one_query():
 
 def test_verbose_2_batch_bars_are_plain_lines_in_a_log(capsys):
     X, y = _vectors()
-    FineTuneClassifier(_tiny_mlp(), train_layers="all", max_epochs=2, batch_size=20, verbose=2).fit(
+    FineTuneClassifier(small_mlp(), train_layers="all", max_epochs=2, batch_size=20, verbose=2).fit(
         X, y
     )
     err = capsys.readouterr().err

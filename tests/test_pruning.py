@@ -10,14 +10,6 @@ from torch import nn
 from sktransfer import pruning
 
 
-@pytest.fixture(autouse=True)
-def _seed():
-    state = torch.random.get_rng_state()
-    torch.manual_seed(0)
-    yield
-    torch.random.set_rng_state(state)
-
-
 def mlp():
     layers = [nn.Linear(20, 30), nn.ReLU(), nn.Linear(30, 10), nn.ReLU(), nn.Linear(10, 3)]
     return nn.Sequential(*layers)

@@ -14,8 +14,9 @@ from tiny_networks import tiny_network
 from sktransfer.__main__ import main
 from sktransfer.report import build_report
 from sktransfer.report.budget import Budget
-from sktransfer.report.build import _affordable_images, _recommend
 from sktransfer.report.data import DataError, load_report_data, subsample_sizes
+from sktransfer.report.plan import affordable_images, cold_cost
+from sktransfer.report.recommend import recommend
 
 
 def make_tree(root, classes=("ants", "bees"), n=4, size=12):
@@ -26,6 +27,12 @@ def make_tree(root, classes=("ants", "bees"), n=4, size=12):
             pixels = rng.integers(0, 255, (size, size, 3), dtype=np.uint8)
             Image.fromarray(pixels).save(root / cls / f"{i}.png")
     return root
+
+
+def tiny_report(tmp_path, data=None, **params):
+    """A report of the tiny network into ``tmp_path / "o"``, its cache in ``tmp_path / "c"``."""
+    params = dict(backbone=tiny_network(), weights=None, cache=tmp_path / "c", **params)
+    return build_report(data, out=tmp_path / "o", **params)
 
 
 def run_cli(argv, capsys):
@@ -192,13 +199,26 @@ def test_budget_says_its_reserves():
 
 def test_subsample_only_when_it_saves_a_real_share():
     budget = Budget(240.0)  # 216 s left after the 24 s for writing the report
-    assert _affordable_images(0.01, 1200, budget) == 1200  # 12 s: all of them
-    assert 1070 <= _affordable_images(0.1, 2000, budget) <= 1080  # half of 216 s: 1080
+    assert affordable_images(0.01, 1200, budget) == 1200  # 12 s: all of them
+    assert 1070 <= affordable_images(0.1, 2000, budget) <= 1080  # half of 216 s: 1080
     # 1,200 images at 0.1 s: 120 s, over half of what is left, but 120 fewer images would
     # save only 12 s (5 % of the budget): keep them all
-    assert _affordable_images(0.1, 1200, budget) == 1200
+    assert affordable_images(0.1, 1200, budget) == 1200
     # never below the smallest stratified subsample (2 training + 1 test image per class)
-    assert _affordable_images(10.0, 1200, budget, least=303) == 303
+    assert affordable_images(10.0, 1200, budget, least=303) == 303
+
+
+def test_a_slow_pilot_subsamples_the_pass_and_says_so(tmp_path, monkeypatch):
+    from sktransfer.report import stages
+
+    monkeypatch.setattr(stages, "pilot_cost", lambda extractor, X: (0.0, 1.0))  # 1 s an image
+    results = tiny_report(tmp_path, max_images=300, finetune=False, verbose=0)
+    # 300 s for all of them, over half of the ~270 s left: about 135 images are kept
+    n_images = results["activations"]["n_images"]
+    assert 100 < n_images < 150
+    assert n_images == results["data"]["n_train"] + results["data"]["n_test"]
+    assert results["budget_notes"][0].startswith("Activations: about 1000 ms per image")
+    assert f"subsampled to {n_images}" in results["budget_notes"][0]
 
 
 EXTRACTION = {"layer": "features.18", "accuracy": 0.954, "fit_seconds": 10.0}
@@ -225,7 +245,7 @@ def finetuned(accuracy, epochs=2):
     ],
 )
 def test_recommendation_is_one_sentence_saying_what_won_and_why(finetune, approach, phrases):
-    recommendation = _recommend(EXTRACTION, finetune)
+    recommendation = recommend(EXTRACTION, finetune)
     assert recommendation["approach"] == approach
     reason = recommendation["reason"]
     assert reason[0].isupper() and reason.endswith(".") and reason.count(". ") == 0, reason
@@ -240,15 +260,7 @@ def test_ten_image_folder(tmp_path):
     """2 classes x 5 images: every stage runs (fine-tuning included) and the report says
     what it had."""
     root = make_tree(tmp_path / "data", n=5, size=16)
-    results = build_report(
-        root,
-        backbone=tiny_network(),
-        weights=None,
-        out=tmp_path / "o",
-        cache=tmp_path / "c",
-        budget_minutes=2,
-        verbose=0,
-    )
+    results = tiny_report(tmp_path, root, budget_minutes=2, verbose=0)
     assert results["data"]["n_train"] + results["data"]["n_test"] == 10
     assert sum(results["data"]["train_per_class"].values()) == results["data"]["n_train"]
     assert results["fine_tuning"] is not None and results["tsne_layers"]
@@ -299,17 +311,8 @@ def test_second_run_reads_activations_back(two_runs):
 
 def test_spent_budget_skips_and_says_so(tmp_path, capsys):
     # the clock started a minute ago (as the command line's does, before the imports)
-    results = build_report(
-        None,
-        backbone=tiny_network(),
-        weights=None,
-        out=tmp_path / "o",
-        cache=tmp_path / "c",
-        max_images=60,
-        budget_minutes=1,
-        started=time.perf_counter() - 60,
-        verbose=1,
-    )
+    started = time.perf_counter() - 60
+    results = tiny_report(tmp_path, max_images=60, budget_minutes=1, started=started, verbose=1)
     notes = " ".join(results["budget_notes"])
     assert "Fine-tuning skipped" in notes and "t-SNE skipped" in notes
     # every reserve is said, in the skip notes and the stage lines
@@ -389,13 +392,12 @@ def test_grid_search_on_dask_matches_local(tmp_path):
 
 
 def test_cold_cost_kept_for_cached_reruns(tmp_path):
-    from sktransfer.report.build import _cold_cost
     from sktransfer.report.memo import Memo
 
     memory = Memo(tmp_path)
-    assert _cold_cost(memory, "net", 0.1) == (0.1, False)
-    assert _cold_cost(memory, "net", 0.001) == (0.1, True)  # a cache hit: report the cold cost
-    assert _cold_cost(memory, "net", 0.09) == (0.09, False)  # a new cold measurement
+    assert cold_cost(memory, "net", 0.1) == (0.1, False)
+    assert cold_cost(memory, "net", 0.001) == (0.1, True)  # a cache hit: report the cold cost
+    assert cold_cost(memory, "net", 0.09) == (0.09, False)  # a new cold measurement
 
 
 def test_named_backbone_rerun_reads_assembled_features_back(tmp_path):

@@ -8,12 +8,11 @@ import threading
 
 import numpy as np
 import pytest
-import torch
 from sklearn.base import clone
 from sklearn.linear_model import RidgeClassifier
 from sklearn.model_selection import GridSearchCV
 from sklearn.pipeline import Pipeline
-from torch import nn
+from tiny_networks import float_images, tiny_cnn
 
 from sktransfer import DeepFeatureExtractor, extraction
 from sktransfer.frozen import FORWARD_COUNTS, Registry
@@ -42,19 +41,6 @@ def _isolated_caches(tmp_path, monkeypatch):
     clear_cache("memory")
 
 
-def tiny_cnn(seed=0):
-    torch.manual_seed(seed)
-    return nn.Sequential(
-        nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Conv2d(4, 6, 3), nn.ReLU(),
-        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(6, 2),
-    )  # fmt: skip
-
-
-def images(n=12, seed=0):
-    rng = np.random.default_rng(seed)
-    return rng.random((n, 16, 16, 3), dtype=np.float32)
-
-
 def forward_images():
     return FORWARD_COUNTS["images"]
 
@@ -65,7 +51,7 @@ def extractor(module=None, **params):
 
 
 def test_clones_folds_poolings_and_recorded_layers_hit():
-    X = images()
+    X = float_images()
     first = extractor(record_layers=["5"])
     before = forward_images()
     features = first.fit_transform(X)
@@ -78,14 +64,14 @@ def test_clones_folds_poolings_and_recorded_layers_hit():
     clone(first).set_params(pooling="max", layers="5").fit(X).transform(X)
     assert forward_images() - before == 0
 
-    fresh = images(3, seed=1)
+    fresh = float_images(3, seed=1)
     before = forward_images()
     clone(first).fit(X).transform(np.concatenate([X[:4], fresh]))
     assert forward_images() - before == len(fresh)  # only the misses are computed
 
 
 def test_cached_features_identical_to_uncached():
-    X = images()
+    X = float_images()
     for pooling in ("avg", "max", "avgmax", None):
         uncached = extractor(pooling=pooling, cache=None).fit_transform(X)
         cached = extractor(pooling=pooling).fit(X)
@@ -94,7 +80,7 @@ def test_cached_features_identical_to_uncached():
 
 
 def test_changed_weights_miss():
-    X = images()
+    X = float_images()
     extractor(tiny_cnn(0)).fit_transform(X)
     before = forward_images()
     extractor(tiny_cnn(1)).fit_transform(X)
@@ -122,7 +108,7 @@ def test_changed_preprocessing_misses(monkeypatch):
 
         return load
 
-    X = images()
+    X = float_images()
     monkeypatch.setattr(extraction, "_load_backbone", loader(1.0))
     one = extractor().fit_transform(X)
     monkeypatch.setattr(extraction, "_load_backbone", loader(0.5))
@@ -133,7 +119,7 @@ def test_changed_preprocessing_misses(monkeypatch):
 
 
 def test_input_dtype_and_size_never_share_an_entry():
-    X = images(4)
+    X = float_images(4)
     as_uint8 = (X * 255).astype(np.uint8)
     keys = set(image_keys(check_images(X)))
     assert keys.isdisjoint(image_keys(check_images(as_uint8)))
@@ -153,7 +139,7 @@ def test_file_key_follows_size_and_mtime(tmp_path):
 
 
 def test_truncated_disk_entry_is_recomputed(tmp_path):
-    X = images()
+    X = float_images()
     disk = DiskCache(tmp_path / "cache")
     features = extractor(cache=disk).fit_transform(X)
     files = sorted((tmp_path / "cache" / "activations").rglob("*.act"))
@@ -171,7 +157,7 @@ def test_truncated_disk_entry_is_recomputed(tmp_path):
 
 
 def test_disk_cache_is_shared_by_a_new_handle(tmp_path):
-    X = images()
+    X = float_images()
     features = extractor(cache=str(tmp_path / "c")).fit_transform(X)
     clear_cache("memory")
     other = DiskCache(tmp_path / "c")  # another process's handle: an empty memory front
@@ -224,7 +210,7 @@ def test_memory_bound_evicts_least_recently_used():
 
 
 def test_disk_bound_and_clear(tmp_path):
-    X = images()
+    X = float_images()
     disk = DiskCache(tmp_path / "small", max_bytes=2000)
     extractor(cache=disk).fit_transform(X)
     size = sum(f.stat().st_size for f in (tmp_path / "small").rglob("*.act"))
@@ -238,11 +224,11 @@ def test_cache_parameter_values():
     assert get_cache("memory") is get_cache("memory")
     assert get_cache(None) is None
     with pytest.raises(ValueError, match="record_layers entries"):
-        extractor(record_layers=[3]).fit(images(2))
+        extractor(record_layers=[3]).fit(float_images(2))
 
 
 def test_grid_search_over_layers_costs_one_pass():
-    X = images(20)
+    X = float_images(20)
     y = np.array([0, 1] * 10)
     layers = [["1"], ["3"], None]
     search = GridSearchCV(
@@ -257,7 +243,7 @@ def test_grid_search_over_layers_costs_one_pass():
 
 
 def test_parallel_grid_search_shares_the_disk_cache(tmp_path):
-    X = images(16)
+    X = float_images(16)
     y = np.array([0, 1] * 8)
     pipe = Pipeline(
         [("features", extractor(cache=str(tmp_path / "c"))), ("clf", RidgeClassifier())]
@@ -279,7 +265,7 @@ def disk_files(folder, pattern="*.act"):
 
 
 def test_entry_rewritten_without_the_key_is_recomputed(tmp_path, monkeypatch):
-    X = images()
+    X = float_images()
     disk = DiskCache(tmp_path / "shared")
     features = extractor(cache=disk).fit_transform(X)
     context = next(iter(disk.front._entries))[0]
@@ -301,7 +287,7 @@ def test_entry_rewritten_without_the_key_is_recomputed(tmp_path, monkeypatch):
 
 
 def test_entry_with_rows_of_another_shape_is_recomputed(tmp_path):
-    X = images()
+    X = float_images()
     disk = DiskCache(tmp_path / "c")
     features = extractor(cache=disk).fit_transform(X)
     context = next(iter(disk.front._entries))[0]
@@ -362,10 +348,10 @@ def user_files(folder):
 def test_clear_and_bound_delete_only_the_store_files_in_its_folders(tmp_path, store_first):
     folder = tmp_path / "c"
     if store_first:  # the store created activations/ and onnx/; the user added files later
-        extractor(cache=str(folder), engine="auto").fit_transform(images())
+        extractor(cache=str(folder), engine="auto").fit_transform(float_images())
     files = user_files(folder)
     disk = DiskCache(folder, max_bytes=2000)
-    extractor(cache=disk, engine="auto").fit_transform(images(20, seed=1))  # over the bound
+    extractor(cache=disk, engine="auto").fit_transform(float_images(20, seed=1))  # over the bound
     own = [file for file in disk_files(folder) if file not in files]
     assert 0 < sum(file.stat().st_size for file in own) <= 2000
     context_dir = own[0].parent
@@ -382,7 +368,7 @@ def test_clear_and_bound_delete_only_the_store_files_in_its_folders(tmp_path, st
 def test_read_only_store_computes_without_storing_with_one_warning(tmp_path, monkeypatch):
     from sktransfer.frozen import store as store_module
 
-    X = images()
+    X = float_images()
     folder = tmp_path / "someone-elses"
     expected = extractor(cache=str(folder)).fit(X[:6]).transform(X[:6])  # half the images
     expected = np.concatenate([expected, extractor(cache=None).fit(X).transform(X[6:])])
@@ -405,7 +391,7 @@ def test_read_only_store_computes_without_storing_with_one_warning(tmp_path, mon
 
 
 def test_unreadable_store_computes_without_storing_with_one_warning(tmp_path, monkeypatch):
-    X = images()
+    X = float_images()
     folder = tmp_path / "someone-elses"
     extractor(cache=str(folder)).fit_transform(X)
     expected = extractor(cache=None).fit_transform(X)
@@ -428,7 +414,7 @@ def test_unreadable_store_computes_without_storing_with_one_warning(tmp_path, mo
     reason="file permissions: root reads and writes any file (the simulated tests above run)",
 )
 def test_store_of_another_user_with_real_permissions(tmp_path):
-    X = images()
+    X = float_images()
     folder = tmp_path / "someone-elses"
     extractor(cache=str(folder)).fit(X[:6]).transform(X[:6])
     expected = extractor(cache=None).fit_transform(X)
@@ -453,7 +439,7 @@ def test_created_files_and_folders_follow_the_umask(tmp_path, umask):
     try:
         folder = tmp_path / "c"
         pytest.importorskip("onnxruntime")
-        extractor(cache=str(folder), engine="onnxruntime").fit_transform(images(4))
+        extractor(cache=str(folder), engine="onnxruntime").fit_transform(float_images(4))
         Memo(folder / "report").cache(np.cumsum)(np.arange(3))
     finally:
         os.umask(previous)

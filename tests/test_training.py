@@ -1,4 +1,4 @@
-"""Tests of the shared training base (sktransfer/training.py) through a tiny subclass."""
+"""Tests of the shared training base (sktransfer/training/) through a tiny subclass."""
 
 import pickle
 import warnings
@@ -8,6 +8,7 @@ import pytest
 import torch
 from sklearn.base import clone
 from skorch.callbacks import Callback
+from tiny_networks import TinyClassifier, labelled_images
 from torch import nn
 
 from sktransfer.devices import DeviceWarning
@@ -20,61 +21,6 @@ needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a C
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-class TinyClassifier(NeuralClassifierBase):
-    """A small MLP on vectors, or a small CNN on images, with a frozen first layer option."""
-
-    def __init__(
-        self,
-        *,
-        freeze_first=False,
-        max_epochs=5,
-        lr=0.1,
-        batch_size=16,
-        optimizer="sgd",
-        weight_decay=0.0,
-        early_stopping=False,
-        validation_fraction=0.2,
-        n_iter_no_change=2,
-        augmentation=None,
-        mixed_precision="auto",
-        device="cpu",
-        n_jobs=1,
-        callbacks=None,
-        verbose=0,
-        random_state=None,
-    ):
-        super().__init__(
-            max_epochs=max_epochs,
-            lr=lr,
-            batch_size=batch_size,
-            optimizer=optimizer,
-            weight_decay=weight_decay,
-            early_stopping=early_stopping,
-            validation_fraction=validation_fraction,
-            n_iter_no_change=n_iter_no_change,
-            augmentation=augmentation,
-            mixed_precision=mixed_precision,
-            device=device,
-            n_jobs=n_jobs,
-            callbacks=callbacks,
-            verbose=verbose,
-            random_state=random_state,
-        )
-        self.freeze_first = freeze_first
-
-    def _build_module(self, n_classes):
-        if self.input_kind_ == "vectors":
-            first = nn.Sequential(nn.Linear(self.n_features_in_, 8), nn.BatchNorm1d(8))
-            width = 8
-        else:
-            first = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.AdaptiveAvgPool2d(1))
-            width = 4
-        module = nn.Sequential(first, nn.Flatten(), nn.ReLU(), nn.Linear(width, n_classes))
-        if self.freeze_first:
-            first.requires_grad_(False)
-        return module
-
-
 def _data(n=60, labels=("b", "a")):
     rng = np.random.default_rng(0)
     X = rng.normal(size=(n, 5)).astype(np.float32)
@@ -82,15 +28,8 @@ def _data(n=60, labels=("b", "a")):
     return X, y
 
 
-def _images(n=24):
-    rng = np.random.default_rng(1)
-    X = rng.integers(0, 255, (n, 12, 12, 3), dtype=np.uint8)
-    y = np.array([1, 5, 9] * (n // 3))
-    return X, y
-
-
 def test_predict_returns_original_labels_and_proba_follows_classes():
-    X, y = _images()
+    X, y = labelled_images()
     clf = TinyClassifier(random_state=0).fit(X, y)
     assert clf.classes_.tolist() == [1, 5, 9]
     assert set(clf.predict(X)) <= {1, 5, 9}
@@ -103,7 +42,7 @@ def test_predict_returns_original_labels_and_proba_follows_classes():
 
 
 def test_random_state_repeats_exactly_on_cpu():
-    X, y = _images()
+    X, y = labelled_images()
     a = TinyClassifier(random_state=3, augmentation="crop_flip").fit(X, y).predict_proba(X)
     b = TinyClassifier(random_state=3, augmentation="crop_flip").fit(X, y).predict_proba(X)
     c = TinyClassifier(random_state=4, augmentation="crop_flip").fit(X, y).predict_proba(X)
@@ -112,7 +51,7 @@ def test_random_state_repeats_exactly_on_cpu():
 
 
 def test_augmentation_is_never_applied_at_prediction():
-    X, y = _images()
+    X, y = labelled_images()
     clf = TinyClassifier(random_state=0, augmentation="crop_flip").fit(X, y)
     first = clf.predict_proba(X)
     np.testing.assert_array_equal(first, clf.predict_proba(X))
@@ -125,10 +64,10 @@ def test_augmentation_is_never_applied_at_prediction():
 def test_frozen_weights_and_batchnorm_statistics_do_not_change():
     X, y = _data()
     clf = TinyClassifier(freeze_first=True, random_state=0, lr=0.5)
-    inputs, y_encoded = clf._prepare_fit(X, y)
+    context = clf._prepare_fit(X, y)
     before = {k: v.clone() for k, v in clf.net_.module_[0].state_dict().items()}
     head = clf.net_.module_[3].weight.detach().clone()
-    clf._continue_training(inputs, y_encoded)
+    clf._continue_training(context)
     after = clf.net_.module_[0].state_dict()
     for key, value in before.items():
         assert torch.equal(value, after[key]), key  # bit-identical, running stats included
@@ -200,11 +139,11 @@ def test_interrupt_is_not_mistaken_for_early_stopping():
 def test_continue_training_accumulates_epochs_and_respects_new_freezing():
     X, y = _data()
     clf = TinyClassifier(random_state=0, max_epochs=2)
-    inputs, y_encoded = clf._prepare_fit(X, y)
-    clf._continue_training(inputs, y_encoded)
+    context = clf._prepare_fit(X, y)
+    clf._continue_training(context)
     clf.net_.module_[3].requires_grad_(False)
     frozen = clf.net_.module_[3].weight.detach().clone()
-    clf._continue_training(inputs, y_encoded, max_epochs=3)
+    clf._continue_training(context, max_epochs=3)
     assert clf.n_epochs_ == 5
     assert torch.equal(frozen, clf.net_.module_[3].weight)
     assert clf.n_trainable_params_ == 5 * 8 + 8 + 2 * 8
@@ -219,10 +158,11 @@ def test_training_targets_hook_feeds_dicts_to_the_criterion():
             return nn.functional.cross_entropy(logits, targets["y"]) + 0 * targets["w"].sum()
 
     class WithTargets(TinyClassifier):
-        def _training_targets(self, inputs, y_encoded):
+        def _training_targets(self, context):
+            y_encoded = context.y_encoded
             return {"y": y_encoded, "w": np.ones(len(y_encoded), np.float32)}
 
-        def _criterion(self):
+        def _criterion(self, context):
             return SoftLoss()
 
     X, y = _data()
@@ -231,7 +171,7 @@ def test_training_targets_hook_feeds_dicts_to_the_criterion():
 
 
 def test_clone_and_pickle_keep_predictions():
-    X, y = _images()
+    X, y = labelled_images()
     clf = TinyClassifier(random_state=0).fit(X, y)
     assert clone(clf).get_params() == clf.get_params()
     restored = pickle.loads(pickle.dumps(clf))
@@ -262,7 +202,7 @@ def test_predict_rejects_another_kind_of_input():
 
 @needs_cuda
 def test_gpu_model_unpickles_on_cpu(monkeypatch):
-    X, y = _images()
+    X, y = labelled_images()
     clf = TinyClassifier(random_state=0, device="cuda").fit(X, y)
     expected = clf.predict_proba(X)
     data = pickle.dumps(clf)
@@ -278,7 +218,7 @@ def test_gpu_model_unpickles_on_cpu(monkeypatch):
 def test_model_saved_for_a_missing_gpu_loads_on_cpu_with_a_warning():
     # Without a GPU here, mark the net as a CUDA one: unpickling must map it to the CPU, say
     # so with sktransfer's DeviceWarning, and predict as before.
-    X, y = _images()
+    X, y = labelled_images()
     clf = TinyClassifier(random_state=0).fit(X, y)
     expected = clf.predict_proba(X)
     clf.net_.device = "cuda"
@@ -290,3 +230,19 @@ def test_model_saved_for_a_missing_gpu_loads_on_cpu_with_a_warning():
         restored = pickle.loads(data)
     assert restored.device_.type == "cpu" and restored.net_.device == "cpu"
     np.testing.assert_array_equal(restored.predict_proba(X), expected)
+
+
+def test_the_architecture_docs_example_estimator_runs():
+    """docs/architecture.md's hook-protocol example is a complete estimator: run it as is."""
+    import re
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "architecture.md").read_text()
+    section = doc.split("## The training hook protocol", 1)[1].split("\n## ", 1)[0]
+    blocks = re.findall(r"```python\n(.*?)```", section, flags=re.DOTALL)
+    assert len(blocks) == 1, "the hook protocol section should hold one example"
+    namespace = {}
+    exec(compile(blocks[0], "docs/architecture.md", "exec"), namespace)
+    probe = namespace["probe"]
+    assert isinstance(probe, NeuralClassifierBase) and probe.n_epochs_ == 20
+    assert clone(probe).get_params() == probe.get_params()

@@ -83,20 +83,17 @@ def rbf_cka(X, Y, sigma=None, *, debiased=False) -> float:
 
     Parameters
     ----------
-    X : array-like of shape (n_samples, n_features_x)
-    Y : array-like of shape (n_samples, n_features_y)
-        Features of the same samples, in the same order.
+    X, Y, debiased
+        As in :func:`linear_cka`: features of the same samples, in the same order.
     sigma : float or None, default=None
         Kernel bandwidth, used for both sides. None: for each side, Kornblith et al.'s rule,
         the square root of the median of the full n x n matrix of squared distances (its
         zero diagonal included), which keeps the score invariant to isotropic scaling.
-    debiased : bool, default=False
-        Use the unbiased HSIC estimator (needs at least 4 samples).
 
     Returns
     -------
     cka : float
-        In [0, 1]; debiased, it can be slightly negative.
+        As :func:`linear_cka`'s, for the kernels' feature spaces.
 
     Examples
     --------

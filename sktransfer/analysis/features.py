@@ -10,7 +10,7 @@ import numpy as np
 from scipy.special import softmax
 from torch import nn
 
-from ..backbones import Backbone, block_layers, load_backbone
+from ..backbones import Backbone, block_layers, last_linear, load_backbone
 from ..extraction import DeepFeatureExtractor
 
 __all__ = ["extract_layer_features", "logits_layer"]
@@ -91,13 +91,13 @@ def logits_layer(backbone) -> str:
         module = backbone
     else:
         module = load_backbone(backbone, None).module
-    linear = [name for name, m in module.named_modules() if isinstance(m, nn.Linear)]
-    if not linear:
+    last = last_linear(module)
+    if last is None:
         raise ValueError(
             f"{type(module).__name__} has no nn.Linear layer, so it has no source-task "
             "probabilities for LEEP. Compute them yourself and pass them to leep_score."
         )
-    return linear[-1]
+    return last[0]
 
 
 def _check_layer_list(layers) -> list[str]:

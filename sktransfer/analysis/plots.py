@@ -47,6 +47,8 @@ def plot_tsne_pair(
     Returns
     -------
     figure : matplotlib.figure.Figure
+        Two panels, one t-SNE map per layer, with a legend when there are at most 10
+        classes.
 
     Examples
     --------
@@ -61,6 +63,33 @@ def plot_tsne_pair(
     from sklearn.manifold import TSNE
 
     Figure = _figure_class()
+    first, second, y = _same_samples(first, second, y)
+    keep = _subsample(len(y), max_samples, random_state)
+    classes, codes = np.unique(y[keep], return_inverse=True)
+    figure = Figure(figsize=(11, 5), layout="constrained")
+    axes = figure.subplots(1, 2)
+    tsne = TSNE(
+        perplexity=min(perplexity, max(1.0, (len(keep) - 1) / 3)),
+        init="pca",
+        random_state=random_state,
+    )
+    colours = _class_colours(len(classes))
+    for ax, features, title in zip(axes, (first, second), titles):
+        _scatter_by_class(ax, tsne.fit_transform(features[keep]), codes, classes, colours)
+        ax.set_title(title)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    if len(classes) <= 10:
+        axes[1].legend(fontsize=8, markerscale=2, loc="best")
+    note = f"{len(keep)} of {len(y)} samples (seed {random_state})"
+    note = note if len(keep) < len(y) else f"{len(y)} samples"
+    figure.suptitle(f"t-SNE of two layers, coloured by class ({len(classes)} classes; {note})")
+    return _save(figure, path)
+
+
+def _same_samples(first, second, y):
+    """The two layers' features as float64 and the labels, checked to describe the same
+    samples."""
     first, second = np.asarray(first, dtype=np.float64), np.asarray(second, dtype=np.float64)
     y = np.asarray(y)
     if not (len(first) == len(second) == len(y)) or first.ndim != 2 or second.ndim != 2:
@@ -68,33 +97,15 @@ def plot_tsne_pair(
             "first, second and y must describe the same samples: 2-D features with one row "
             f"per label; got shapes {first.shape}, {second.shape} and {y.shape}."
         )
-    keep = _subsample(len(y), max_samples, random_state)
-    classes, codes = np.unique(y[keep], return_inverse=True)
-    figure = Figure(figsize=(11, 5), layout="constrained")
-    axes = figure.subplots(1, 2)
-    perplexity = min(perplexity, max(1.0, (len(keep) - 1) / 3))
-    colours = _class_colours(len(classes))
-    for ax, features, title in zip(axes, (first, second), titles):
-        embedded = TSNE(perplexity=perplexity, init="pca", random_state=random_state).fit_transform(
-            features[keep]
+    return first, second, y
+
+
+def _scatter_by_class(ax, embedded, codes, classes, colours) -> None:
+    for code, label in enumerate(classes):  # one artist per class, for the legend
+        points = embedded[codes == code]
+        ax.scatter(
+            points[:, 0], points[:, 1], color=colours[code], s=8, linewidths=0, label=str(label)
         )
-        for code, label in enumerate(classes):  # one artist per class, for the legend
-            points = embedded[codes == code]
-            ax.scatter(
-                points[:, 0], points[:, 1], color=colours[code], s=8, linewidths=0, label=str(label)
-            )
-        ax.set_title(title)
-        ax.set_xticks([])
-        ax.set_yticks([])
-    if len(classes) <= 10:
-        axes[1].legend(fontsize=8, markerscale=2, loc="best")
-    note = (
-        f"{len(keep)} of {len(y)} samples (seed {random_state})"
-        if len(keep) < len(y)
-        else (f"{len(y)} samples")
-    )
-    figure.suptitle(f"t-SNE of two layers, coloured by class ({len(classes)} classes; {note})")
-    return _save(figure, path)
 
 
 def plot_layer_scores(table, *, scores=None, path=None):
@@ -115,6 +126,7 @@ def plot_layer_scores(table, *, scores=None, path=None):
     Returns
     -------
     figure : matplotlib.figure.Figure
+        One panel per backbone: a curve per score over the layers in depth order.
 
     Examples
     --------
@@ -174,6 +186,7 @@ def plot_cka_heatmap(matrix, *, title="Linear CKA", path=None):
     Returns
     -------
     figure : matplotlib.figure.Figure
+        The heatmap (rows and columns in the matrix's order) and its colour bar.
 
     Examples
     --------

@@ -80,41 +80,53 @@ def rank_layers(
     >>> rank_layers(feats, y, scores=["logme", "h_score"])["layer"].tolist()
     ['late', 'early']
     """
-    scores = [scores] if isinstance(scores, str) else list(scores)
-    known = [*LAYER_SCORES, *SOURCE_SCORES]
-    unknown = [s for s in scores if s not in known]
-    if not scores or unknown:
-        raise ValueError(f"Unknown score(s) {unknown or scores}: choose among {known}.")
-    source_scores = [s for s in scores if s in SOURCE_SCORES]
+    scores = _checked_scores(scores)
     y = np.asarray(y)
     if isinstance(features, Mapping):
         nested = _as_nested(features)
         probabilities = _as_nested_probabilities(source_probabilities, nested)
     else:
-        nested, probabilities = _extract(
-            features, backbones, layers, bool(source_scores), extractor_params
-        )
-    if source_scores and any(p is None for p in probabilities.values()):
+        nested, probabilities = _extract(features, backbones, layers, scores, extractor_params)
+    probe_options = {"cv": cv, "random_state": random_state} if probe else None
+    rows = []
+    for name, by_layer in nested.items():
+        rows += _backbone_rows(name, by_layer, probabilities[name], y, scores, probe_options)
+    return _ranked_table(rows, scores, probe)
+
+
+def _checked_scores(scores) -> list[str]:
+    scores = [scores] if isinstance(scores, str) else list(scores)
+    known = [*LAYER_SCORES, *SOURCE_SCORES]
+    unknown = [s for s in scores if s not in known]
+    if not scores or unknown:
+        raise ValueError(f"Unknown score(s) {unknown or scores}: choose among {known}.")
+    return scores
+
+
+def _backbone_rows(backbone, layer_features, probabilities, y, scores, probe_options):
+    """One row per layer of ``backbone``: each score and the seconds it took; a source score
+    is computed once, shared by the backbone's layers."""
+    source_scores = [s for s in scores if s in SOURCE_SCORES]
+    if source_scores and probabilities is None:
         raise ValueError(
             f"The score(s) {source_scores} need the source model's class probabilities: pass "
             "source_probabilities= (an array, or one per backbone), or pass images."
         )
+    by_source = {s: _timed(SOURCE_SCORES[s], probabilities, y) for s in source_scores}
     rows = []
-    for backbone, layer_features in nested.items():
-        # One value per backbone, shared by its layers.
-        by_source = {s: _timed(SOURCE_SCORES[s], probabilities[backbone], y) for s in source_scores}
-        for depth, (layer, X) in enumerate(layer_features.items()):
-            row = {"backbone": backbone, "layer": layer, "depth": depth, "n_features": X.shape[1]}
-            for name in scores:
-                if name in by_source:
-                    value, seconds = by_source[name]
-                else:
-                    value, seconds = _timed(LAYER_SCORES[name], X, y)
-                row[name], row[f"{name}_seconds"] = value, seconds
-            if probe:
-                value, seconds = _timed(linear_probe_score, X, y, cv=cv, random_state=random_state)
-                row["probe_accuracy"], row["probe_seconds"] = value, seconds
-            rows.append(row)
+    for depth, (layer, X) in enumerate(layer_features.items()):
+        row = {"backbone": backbone, "layer": layer, "depth": depth, "n_features": X.shape[1]}
+        for name in scores:
+            timed = by_source[name] if name in by_source else _timed(LAYER_SCORES[name], X, y)
+            row[name], row[f"{name}_seconds"] = timed
+        if probe_options is not None:
+            timed = _timed(linear_probe_score, X, y, **probe_options)
+            row["probe_accuracy"], row["probe_seconds"] = timed
+        rows.append(row)
+    return rows
+
+
+def _ranked_table(rows: list[dict], scores: list[str], probe: bool) -> pd.DataFrame:
     table = pd.DataFrame(rows)
     value_columns = [*scores, *(["probe_accuracy"] if probe else [])]
     time_columns = [f"{s}_seconds" for s in scores] + (["probe_seconds"] if probe else [])
@@ -160,7 +172,10 @@ def _as_nested_probabilities(source_probabilities, nested) -> dict:
     return {b: source_probabilities for b in nested}
 
 
-def _extract(images, backbones, layers, with_probabilities, extractor_params):
+def _extract(images, backbones, layers, scores, extractor_params):
+    """Each backbone's layers' features of ``images`` (one pass per backbone), and its source
+    class probabilities when a source score needs them."""
+    with_probabilities = any(s in SOURCE_SCORES for s in scores)
     backbones = [backbones] if isinstance(backbones, str) else list(backbones)
     nested, probabilities = {}, {}
     for backbone in backbones:

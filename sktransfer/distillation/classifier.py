@@ -1,9 +1,10 @@
 """DistilledClassifier: knowledge distillation from any fitted teacher into a small student.
 
 Built on the shared training base (:class:`sktransfer.training.NeuralClassifierBase`): the
-teacher is queried once in ``_setup``, its answers become per-sample training targets in
-``_training_targets``, and :class:`~sktransfer.distillation.DistillationLoss` is the
-``_criterion``.
+teacher is made ready in ``_setup`` and queried once in ``_build_module`` (the hooks pass it,
+the student and the teacher's answers along in the fit's ``FitContext.extras``), its answers
+become per-sample training targets in ``_training_targets``, and
+:class:`~sktransfer.distillation.DistillationLoss` is the ``_criterion``.
 """
 
 from __future__ import annotations
@@ -13,18 +14,23 @@ import warnings
 from numbers import Integral, Real
 
 import numpy as np
-import torch
-from sklearn.base import _fit_context
-from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.multiclass import check_classification_targets
-from sklearn.utils.validation import _num_samples, column_or_1d
-from skorch.callbacks import Callback
+from sklearn.utils.validation import column_or_1d
 from torch import nn
 
+from .._compat import Interval, StrOptions, _fit_context, _num_samples
 from ..backbones import Backbone
 from ..frozen import ENGINES
-from ..training import NeuralClassifierBase, Preprocessing
+from ..images import concatenate_images
+from ..training import FitContext, NeuralClassifierBase, Preprocessing, store_parameters
 from .losses import DistillationLoss, HintAdapter
+from .network import (
+    DistillationNetwork,
+    EndHintStage,
+    FitNetsStages,
+    PackedDistillationLoss,
+    probe_student,
+)
 from .students import Student, StudentTransform, build_student, reset_parameters
 from .teachers import (
     is_torch_teacher,
@@ -35,96 +41,6 @@ from .teachers import (
 )
 
 __all__ = ["DistilledClassifier", "born_again"]
-
-
-class DistillationNetwork(nn.Module):
-    """The student during training: its logits, plus what the hint and relation losses compare.
-
-    In training mode with a hint layer or relation losses, ``forward`` returns one tensor,
-    ``[logits | adapted hint | embedding]`` flattened per sample and concatenated: the shared
-    base casts the module's output with ``.float()``, so it must be a single tensor (a
-    ``(logits, extras)`` tuple would not pass). :class:`PackedDistillationLoss` unpacks it. In
-    eval mode (validation, prediction) it returns the logits alone. The layers are read with
-    forward hooks that live for one forward pass, so the student stays a plain module.
-    """
-
-    def __init__(self, student: nn.Module, adapter=None, hint_layer=None, embedding=False):
-        super().__init__()
-        self.student = student
-        self.adapter = adapter
-        self.hint_layer = hint_layer
-        self.embedding = embedding
-
-    def forward(self, x):
-        if not self.training or (self.hint_layer is None and not self.embedding):
-            return self.student(x)
-        captured, handles = {}, []
-        if self.hint_layer is not None:
-            layer = _named_module(self.student, self.hint_layer)
-            handles.append(layer.register_forward_hook(lambda m, i, o: captured.update(hint=o)))
-        if self.embedding:
-            head = _last_linear(self.student)
-            handles.append(
-                head.register_forward_pre_hook(lambda m, args: captured.update(embedding=args[0]))
-            )
-        try:
-            logits = self.student(x)
-        finally:
-            for handle in handles:
-                handle.remove()
-        parts = [logits]
-        if self.hint_layer is not None:
-            parts.append(self.adapter(captured["hint"]).flatten(1))
-        if self.embedding:
-            parts.append(captured["embedding"].flatten(1))
-        return torch.cat([p.to(logits.dtype) for p in parts], dim=1)
-
-
-class PackedDistillationLoss(nn.Module):
-    """Unpacks :class:`DistillationNetwork`'s training output for
-    :class:`~sktransfer.distillation.DistillationLoss`; plain logits pass through."""
-
-    def __init__(self, loss: DistillationLoss, n_classes: int, hint_width: int = 0):
-        super().__init__()
-        self.loss = loss
-        self.n_classes = n_classes
-        self.hint_width = hint_width
-
-    def forward(self, outputs, targets):
-        if outputs.shape[1] == self.n_classes:
-            return self.loss(outputs, targets)
-        logits = outputs[:, : self.n_classes]
-        rest = outputs[:, self.n_classes :]
-        extras = {}
-        if self.hint_width:
-            extras["hint"], rest = rest[:, : self.hint_width], rest[:, self.hint_width :]
-        if rest.shape[1]:
-            extras["embedding"] = rest
-        targets = dict(targets)
-        if "hint" in targets:
-            targets["hint"] = targets["hint"].flatten(1)
-        return self.loss((logits, extras), targets)
-
-
-def _named_module(module: nn.Module, name: str) -> nn.Module:
-    modules = dict(module.named_modules())
-    if name not in modules:
-        blocks = [n for n in modules if n and n.count(".") <= 1]
-        raise ValueError(
-            f"The student has no layer {name!r}. Student layers are module names, e.g. "
-            f"{blocks[:12]}."
-        )
-    return modules[name]
-
-
-def _last_linear(module: nn.Module) -> nn.Module:
-    linear = [m for m in module.modules() if isinstance(m, nn.Linear | nn.LazyLinear)]
-    if not linear:
-        raise ValueError(
-            f"Relation losses compare embeddings, the input of the student's last nn.Linear; "
-            f"{type(module).__name__} has none. Pass relation_weight=0."
-        )
-    return linear[-1]
 
 
 class DistilledClassifier(NeuralClassifierBase):
@@ -280,32 +196,7 @@ preprocessing_, input_kind_, n_features_in_
         verbose=0,
         random_state=None,
     ):
-        super().__init__(
-            max_epochs=max_epochs,
-            lr=lr,
-            batch_size=batch_size,
-            optimizer=optimizer,
-            weight_decay=weight_decay,
-            early_stopping=early_stopping,
-            validation_fraction=validation_fraction,
-            n_iter_no_change=n_iter_no_change,
-            mixed_precision=mixed_precision,
-            device=device,
-            n_jobs=n_jobs,
-            callbacks=callbacks,
-            verbose=verbose,
-            random_state=random_state,
-        )
-        self.teacher = teacher
-        self.student = student
-        self.temperature = temperature
-        self.alpha = alpha
-        self.hint_layers = hint_layers
-        self.hint_weight = hint_weight
-        self.hint_epochs = hint_epochs
-        self.relation_weight = relation_weight
-        self.image_size = image_size
-        self.engine = engine
+        store_parameters(self, locals())
 
     # ------------------------------------------------------------------ fit
 
@@ -334,29 +225,23 @@ preprocessing_, input_kind_, n_features_in_
             check_classification_targets(y)
             if len(y) != n_labelled:
                 raise ValueError(f"X has {n_labelled} samples but y has {len(y)} labels.")
-        transfer = X if X_unlabeled is None else _concatenate(X, X_unlabeled)
+        transfer = X if X_unlabeled is None else concatenate_images(X, X_unlabeled)
         n_transfer = n_labelled + (0 if X_unlabeled is None else _num_samples(X_unlabeled))
-        self._fit_state = {
-            "X": X,
-            "y": y,
-            "transfer": transfer,
-            "n_labelled": n_labelled,
-            "n_transfer": n_transfer,
-        }
-        try:
-            inputs, y_encoded = self._prepare_fit(transfer, None)
-            epochs = self.max_epochs
-            if isinstance(self.net_.criterion_, FitNetsStages):
-                # One run whose criterion switches stage: a second run would restart skorch's
-                # callbacks (a learning-rate schedule cannot resume on a new optimizer).
-                stage = _EndHintStage(self.hint_epochs).initialize()
-                self.net_.callbacks_.append(("fitnets_stage", stage))
-                epochs += self.hint_epochs
-            self._continue_training(inputs, y_encoded, max_epochs=epochs)
-        finally:
-            del self._fit_state
+        # The context's X is the whole transfer set; the labelled part and its labels travel
+        # in its extras to the hooks (the teacher is fitted on them, classes come from them).
+        context = self._prepare_fit(
+            transfer, None, labelled_X=X, labelled_y=y, n_labelled=n_labelled, n_transfer=n_transfer
+        )
+        epochs = self.max_epochs
+        if isinstance(self.net_.criterion_, FitNetsStages):
+            # One run whose criterion switches stage: a second run would restart skorch's
+            # callbacks (a learning-rate schedule cannot resume on a new optimizer).
+            stage = EndHintStage(self.hint_epochs).initialize()
+            self.net_.callbacks_.append(("fitnets_stage", stage))
+            epochs += self.hint_epochs
+        self._continue_training(context, max_epochs=epochs)
         self.n_labelled_ = n_labelled
-        self.n_unlabelled_ = len(inputs) - n_labelled
+        self.n_unlabelled_ = len(context.inputs) - n_labelled
         return self
 
     def _check_settings(self, y, X_unlabeled):
@@ -390,45 +275,44 @@ preprocessing_, input_kind_, n_features_in_
 
     # ------------------------------------------------------------------ base hooks
 
-    def _setup(self, random_state) -> Preprocessing:
-        state = self._fit_state
+    def _setup(self, context: FitContext) -> Preprocessing:
+        state = context.extras
         teacher = None
         if self.teacher is not None:
-            teacher = prepare_teacher(self.teacher, state["X"], state["y"])
-        classes = self._resolve_classes(teacher, state["y"])
-        student, preprocessing = self._make_student(teacher, len(classes), random_state)
+            teacher = prepare_teacher(self.teacher, state["labelled_X"], state["labelled_y"])
+        classes = self._resolve_classes(teacher, state["labelled_y"])
+        student, preprocessing = self._make_student(teacher, len(classes), context.seed)
         state.update(teacher=teacher, classes=classes, student=student)
         self.student_name_ = student.name
         return preprocessing
 
-    def _encode_labels(self, y) -> np.ndarray:
-        state = self._fit_state
+    def _encode_labels(self, context: FitContext) -> np.ndarray:
+        state = context.extras
         self.classes_ = state["classes"]
         if len(self.classes_) < 2:
             raise ValueError(
                 f"DistilledClassifier needs at least 2 classes; got {self.classes_.tolist()}."
             )
         labels = np.full(state["n_transfer"], -1, dtype=np.int64)
-        if state["y"] is not None:
-            labels[: state["n_labelled"]] = np.searchsorted(self.classes_, state["y"])
-        state["labels"] = labels
+        if state["labelled_y"] is not None:
+            labels[: state["n_labelled"]] = np.searchsorted(self.classes_, state["labelled_y"])
         return labels
 
-    def _build_module(self, n_classes: int) -> nn.Module:
+    def _build_module(self, context: FitContext) -> nn.Module:
         """Probe the student, query the teacher once, and wrap the student for training."""
-        state = self._fit_state
-        student, teacher, transfer = state["student"], state["teacher"], self._build_inputs
+        state, n_classes = context.extras, len(self.classes_)
+        student, teacher = state["student"], state["teacher"]
         if self.input_kind_ == "vectors" and not student.takes_vectors:
             raise ValueError(
                 f"The student {student.name!r} takes images, but X is a 2-D array of feature "
                 "vectors. Use an MLP student ('mlp-64-64') or pass images."
             )
         hint_layer = self.hint_layers[1] if self.hint_layers else None
-        student_hint = _probe(student.module, self._example_batch(), hint_layer)
+        student_hint = probe_student(student.module, context.example_batch(), hint_layer)
         targets = {}
         self.teacher_queries_ = 0
         if teacher is not None:
-            targets = self._query_teacher(teacher, transfer, student_hint, n_classes)
+            targets = self._query_teacher(teacher, context, student_hint, n_classes)
         adapter = None
         if hint_layer is not None:
             adapter = HintAdapter(student_hint, targets["hint"].shape[1:])
@@ -438,11 +322,11 @@ preprocessing_, input_kind_, n_features_in_
         )
         return DistillationNetwork(student.module, adapter, hint_layer, self.relation_weight > 0)
 
-    def _query_teacher(self, teacher, transfer, student_hint, n_classes) -> dict:
+    def _query_teacher(self, teacher, context: FitContext, student_hint, n_classes) -> dict:
         outputs = teacher_outputs(
             teacher,
-            self._fit_state["transfer"],
-            transfer,
+            context.X,
+            context.inputs,
             hint_layer=self.hint_layers[0] if self.hint_layers else None,
             hint_size=student_hint[1:] if student_hint else None,
             embedding=self.relation_weight > 0,
@@ -466,8 +350,8 @@ preprocessing_, input_kind_, n_features_in_
             targets["embedding"] = outputs.embedding
         return targets
 
-    def _criterion(self) -> nn.Module:
-        n_classes, hint_width = len(self.classes_), self._fit_state["hint_width"]
+    def _criterion(self, context: FitContext) -> nn.Module:
+        n_classes, hint_width = len(self.classes_), context.extras["hint_width"]
         if hint_width and self.hint_epochs > 0:
             hint_alone = DistillationLoss(self.temperature, alpha=0.0, hint_weight=1.0)
             return FitNetsStages(
@@ -485,10 +369,9 @@ preprocessing_, input_kind_, n_features_in_
             self.relation_weight,
         )
 
-    def _training_targets(self, inputs, y_encoded):
-        state = self._fit_state
-        labels = state["labels"]
-        targets = {"label": labels, **state["targets"]}
+    def _training_targets(self, context: FitContext):
+        labels = context.y_encoded
+        targets = {"label": labels, **context.extras["targets"]}
         if "teacher" not in targets:
             targets["teacher"] = np.zeros((len(labels), len(self.classes_)), np.float32)
         # "y" drives the base's stratified split and valid_acc: the label where there is
@@ -550,59 +433,6 @@ preprocessing_, input_kind_, n_features_in_
         return tags
 
 
-class FitNetsStages(nn.Module):
-    """FitNets' two stages (Romero et al., 2015): first the hint alone (labels and soft
-    targets ignored), then ``main`` without the hint; :class:`_EndHintStage` switches.
-
-    Validation (the student in eval mode, logits only) is scored with ``main`` in both
-    stages, so the validation loss always measures the student's outputs.
-    """
-
-    def __init__(self, hint: PackedDistillationLoss, main: PackedDistillationLoss):
-        super().__init__()
-        self.hint = hint
-        self.main = main
-        self.first_stage = True
-
-    def forward(self, outputs, targets):
-        if self.first_stage and outputs.shape[1] != self.main.n_classes:
-            unlabelled = dict(targets, label=torch.full_like(targets["label"], -1))
-            return self.hint(outputs, unlabelled)
-        return self.main(outputs, targets)
-
-
-class _EndHintStage(Callback):
-    """Ends FitNets' first stage after ``epochs`` epochs: the student stops exposing its hint
-    layer and the criterion moves to the main loss."""
-
-    def __init__(self, epochs: int):
-        self.epochs = epochs
-
-    def on_epoch_begin(self, net, **kwargs):
-        stages = net.criterion_
-        if stages.first_stage and len(net.history) > self.epochs:
-            stages.first_stage = False
-            net.module_.hint_layer = None
-
-
-def _probe(module: nn.Module, example: torch.Tensor, hint_layer):
-    """Run two samples through the student in eval mode: initialises lazy layers (seeded by
-    the caller) and returns the hint layer's output shape for one sample."""
-    captured, handle = {}, None
-    if hint_layer is not None:
-        layer = _named_module(module, hint_layer)
-        handle = layer.register_forward_hook(lambda m, i, o: captured.update(hint=o))
-    module.eval()
-    try:
-        with torch.no_grad():
-            module(example)
-    finally:
-        module.train()
-        if handle is not None:
-            handle.remove()
-    return tuple(captured["hint"].shape[1:]) if hint_layer is not None else None
-
-
 def born_again(teacher, X, y=None, *, generations=3, X_unlabeled=None, **params):
     """Born-again networks: distil a teacher into its own architecture, several times.
 
@@ -631,17 +461,3 @@ def born_again(teacher, X, y=None, *, generations=3, X_unlabeled=None, **params)
         fitted.append(model.fit(X, y, X_unlabeled=X_unlabeled))
         teacher = model
     return fitted
-
-
-def _concatenate(X, X_unlabeled):
-    """Join the labelled and unlabelled inputs in the form the teacher takes."""
-    a, b = (x.to_numpy() if hasattr(x, "to_numpy") else x for x in (X, X_unlabeled))
-    if (
-        isinstance(a, np.ndarray)
-        and isinstance(b, np.ndarray)
-        and a.dtype != object
-        and b.dtype != object
-        and a.shape[1:] == b.shape[1:]
-    ):
-        return np.concatenate([a, b])
-    return [*list(a), *list(b)]

@@ -21,6 +21,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from torchvision.models import get_model, get_model_weights, list_models
 
 from ..devices import seeded
+from ..training.net import count_trainable
 
 __all__ = [
     "MLP",
@@ -259,8 +260,8 @@ def reset_parameters(module: nn.Module, random_state=None) -> nn.Module:
 
 
 def count_parameters(module: nn.Module) -> int:
-    """Number of parameters (trainable or not)."""
-    return int(sum(p.numel() for p in module.parameters()))
+    """Number of parameters (trainable or not), each shared tensor once."""
+    return count_trainable(module)[1]
 
 
 def multiply_adds(module: nn.Module, example: torch.Tensor) -> int:

@@ -21,10 +21,10 @@ import torch.nn.functional as F
 from sklearn.base import clone, is_classifier
 from sklearn.frozen import FrozenEstimator
 from sklearn.pipeline import Pipeline
-from sklearn.utils import _safe_indexing
 from sklearn.utils.validation import check_is_fitted
 from torch import nn
 
+from .._compat import _safe_indexing
 from ..backbones import Backbone, ToUnitFloat, _graph_nodes, load_backbone, penultimate_layer
 from ..frozen import EngineWarning, FrozenNetwork, pooled_features, resolve_engine
 from ..images import ImageInputs
@@ -33,7 +33,11 @@ from .losses import probabilities_to_logits
 
 __all__ = [
     "TeacherOutputs",
+    "TeacherQuery",
+    "estimator_outputs",
     "is_torch_teacher",
+    "network_of_estimator",
+    "network_outputs",
     "prepare_teacher",
     "teacher_backbone",
     "teacher_module",
@@ -116,106 +120,134 @@ def unfrozen(teacher):
     return teacher.estimator if isinstance(teacher, FrozenEstimator) else teacher
 
 
-def teacher_outputs(
-    teacher,
-    X,
-    inputs: ImageInputs,
-    *,
-    hint_layer: str | None = None,
-    hint_size=None,
-    embedding: bool = False,
-    batch_size: int = 64,
-    device=None,
-    verbose: int = 0,
-    engine: str = "auto",
-    n_threads: int | None = None,
-) -> TeacherOutputs:
-    """Query ``teacher`` (from :func:`prepare_teacher`) once over the transfer set.
+@dataclass(frozen=True)
+class TeacherQuery:
+    """How the teacher is queried: what to return besides logits, and how to run it.
 
-    Parameters
+    Attributes
     ----------
-    teacher : fitted estimator or Backbone
-        An estimator that holds a network (:func:`teacher_module`) is read through it.
-    X : the raw transfer set, as the estimator teacher takes it
-    inputs : ImageInputs
-        The same samples, validated (what a torch teacher reads).
     hint_layer : str or None
-        A torch teacher's graph node to give hints from (:func:`sktransfer.list_layers`).
+        A network teacher's graph node to give hints from (:func:`sktransfer.list_layers`).
     hint_size : tuple of int or None
         Spatial size (H, W) to average-pool the hint maps to (the student's map size), so
         that only what the student can regress is stored.
     embedding : bool
         Whether to return an embedding for relation losses.
+    batch_size, device, verbose
+        As the distilled classifier's.
     engine : {"auto", "torch", "onnxruntime"}
-        Who runs a torch teacher's forward pass (:class:`~sktransfer.frozen.FrozenNetwork`).
+        Who runs a network teacher's forward pass (:class:`~sktransfer.frozen.FrozenNetwork`).
     n_threads : int or None
         ONNX Runtime threads (None: the machine's cores).
     """
+
+    hint_layer: str | None = None
+    hint_size: tuple | None = None
+    embedding: bool = False
+    batch_size: int = 64
+    device: object = None
+    verbose: int = 0
+    engine: str = "auto"
+    n_threads: int | None = None
+
+
+def teacher_outputs(teacher, X, inputs: ImageInputs, **query) -> TeacherOutputs:
+    """Query ``teacher`` (from :func:`prepare_teacher`) once over the transfer set.
+
+    Three kinds of teacher, each answered by its own function:
+
+    - a :class:`~sktransfer.backbones.Backbone` (a torch module made ready by
+      :func:`prepare_teacher`): its layers are tapped through the frozen-forward seam
+      (:func:`network_outputs`);
+    - a trained estimator that holds a network (a FineTuneClassifier, a
+      DistilledClassifier): read as that network, unless torch.fx cannot trace it and
+      neither hints nor an embedding are asked for (:func:`network_of_estimator`);
+    - any other fitted scikit-learn classifier: its ``predict_proba``, and for an embedding
+      the input of a Pipeline's last step (:func:`estimator_outputs`).
+
+    Parameters
+    ----------
+    teacher : fitted estimator or Backbone
+    X : the raw transfer set, as the estimator teacher takes it
+    inputs : ImageInputs
+        The same samples, validated (what a network teacher reads).
+    **query
+        The fields of :class:`TeacherQuery` (``hint_layer``, ``hint_size``, ``embedding``,
+        ``batch_size``, ``device``, ``verbose``, ``engine``, ``n_threads``).
+    """
+    query = TeacherQuery(**query)
     if not isinstance(teacher, Backbone) and teacher_module(teacher) is not None:
-        # A FineTuneClassifier's or DistilledClassifier's network: its logits are log p up to
-        # a per-sample constant, so the soft targets are the same, and its layers can be read.
-        network = teacher_backbone(teacher)
-        untraceable = _trace_failure(network.module)
-        if untraceable is None or hint_layer is not None or embedding:
-            teacher = network  # hints and embeddings need the graph: its error is the answer
-        else:
-            warnings.warn(
-                f"The teacher's network ({network.name}) cannot be traced by torch.fx "
-                f"({untraceable}), so the frozen-network engines cannot run it; its answers "
-                "come from its own predict_proba instead (the same soft targets, torch's "
-                "speed).",
-                EngineWarning,
-                stacklevel=3,
-            )
+        teacher = network_of_estimator(teacher, query)
     if isinstance(teacher, Backbone):
-        return _torch_outputs(
-            teacher,
-            inputs,
-            hint_layer,
-            hint_size,
-            embedding,
-            batch_size,
-            device,
-            verbose,
-            engine=engine,
-            n_threads=n_threads,
-        )
-    if hint_layer is not None:
+        return network_outputs(teacher, inputs, query)
+    return estimator_outputs(teacher, X, len(inputs), query)
+
+
+def network_of_estimator(teacher, query: TeacherQuery):
+    """A trained estimator's network as a :class:`Backbone`, or the estimator itself (with an
+    :class:`~sktransfer.frozen.EngineWarning`) when torch.fx cannot trace the network and
+    only its answers are asked for.
+
+    A FineTuneClassifier's or DistilledClassifier's logits are log p up to a per-sample
+    constant, so the soft targets are the same either way, and its layers can be read.
+    """
+    network = teacher_backbone(teacher)
+    untraceable = _trace_failure(network.module)
+    if untraceable is None or query.hint_layer is not None or query.embedding:
+        return network  # hints and embeddings need the graph: its error is the answer
+    warnings.warn(
+        f"The teacher's network ({network.name}) cannot be traced by torch.fx "
+        f"({untraceable}), so the frozen-network engines cannot run it; its answers "
+        "come from its own predict_proba instead (the same soft targets, torch's "
+        "speed).",
+        EngineWarning,
+        stacklevel=4,
+    )
+    return teacher
+
+
+def estimator_outputs(teacher, X, n_samples: int, query: TeacherQuery) -> TeacherOutputs:
+    """A fitted scikit-learn classifier's answers: ``log predict_proba``, and with
+    ``query.embedding`` the input of a Pipeline's last step."""
+    if query.hint_layer is not None:
         raise ValueError(
             f"Hints need a teacher whose layers can be read (a torch.nn.Module, a Backbone or "
             f"a FineTuneClassifier); got {type(teacher).__name__}. Pass hint_layers=None, or "
             "pass the teacher's network."
         )
-    estimator = unfrozen(teacher)
     features = None
-    if embedding:
-        if not isinstance(estimator, Pipeline) or len(estimator.steps) < 2:
-            raise ValueError(
-                f"Relation losses need the teacher's embedding of each sample: a torch "
-                f"teacher's penultimate features, or the input of a Pipeline's last step. "
-                f"{type(estimator).__name__} has neither; pass relation_weight=0 or use a "
-                "Pipeline or a torch teacher."
-            )
-        transform = estimator[:-1].transform
-        features = _answer(transform, X, len(inputs), batch_size, verbose).astype(np.float32)
-        proba = estimator[-1].predict_proba(features)
+    if query.embedding:
+        pipeline = _pipeline_with_embedding(unfrozen(teacher))
+        features = _answer(pipeline[:-1].transform, X, n_samples, query).astype(np.float32)
+        proba = pipeline[-1].predict_proba(features)
     else:
-        proba = _answer(teacher.predict_proba, X, len(inputs), batch_size, verbose)
+        proba = _answer(teacher.predict_proba, X, n_samples, query)
     proba = np.asarray(proba)
     classes = np.asarray(teacher.classes_)
-    if proba.ndim != 2 or proba.shape != (len(inputs), len(classes)):
+    if proba.ndim != 2 or proba.shape != (n_samples, len(classes)):
         raise ValueError(
             f"The teacher's predict_proba returned shape {proba.shape}; expected "
-            f"({len(inputs)}, {len(classes)}) for {len(inputs)} samples and classes {classes}."
+            f"({n_samples}, {len(classes)}) for {n_samples} samples and classes {classes}."
         )
     return TeacherOutputs(probabilities_to_logits(proba), classes, None, features)
 
 
-def _answer(method, X, n_samples: int, batch_size: int, verbose) -> np.ndarray:
+def _pipeline_with_embedding(estimator) -> Pipeline:
+    if not isinstance(estimator, Pipeline) or len(estimator.steps) < 2:
+        raise ValueError(
+            f"Relation losses need the teacher's embedding of each sample: a torch "
+            f"teacher's penultimate features, or the input of a Pipeline's last step. "
+            f"{type(estimator).__name__} has neither; pass relation_weight=0 or use a "
+            "Pipeline or a torch teacher."
+        )
+    return estimator
+
+
+def _answer(method, X, n_samples: int, query: TeacherQuery) -> np.ndarray:
     """``method(X)`` for a scikit-learn teacher; with ``verbose``, in at most 20 chunks under a
     progress bar, since a Pipeline teacher may take minutes over thousands of images."""
-    chunk = max(4 * batch_size, math.ceil(n_samples / 20))
-    if not verbose or n_samples <= chunk:
+    chunk = max(4 * query.batch_size, math.ceil(n_samples / 20))
+    if not query.verbose or n_samples <= chunk:
         return np.asarray(method(X))
     answers = []
     with progress_bar(total=n_samples, desc="teacher answers", unit="sample") as bar:
@@ -226,60 +258,56 @@ def _answer(method, X, n_samples: int, batch_size: int, verbose) -> np.ndarray:
     return np.concatenate(answers)
 
 
-def _torch_outputs(
-    backbone,
-    inputs,
-    hint_layer,
-    hint_size,
-    embedding,
-    batch_size,
-    device,
-    verbose,
-    *,
-    engine="auto",
-    n_threads=None,
-):
+def network_outputs(backbone: Backbone, inputs: ImageInputs, query: TeacherQuery):
+    """A network teacher's logits (its last graph node), hint maps and penultimate features,
+    in one frozen pass over the transfer set."""
     if inputs.kind == "vectors" and not backbone.takes_vectors:
         raise ValueError(
             f"The teacher {backbone.name!r} takes images, but X is a 2-D array of feature "
             "vectors. Pass images."
         )
     nodes = _graph_nodes(backbone.module)
-    output_node = nodes[-1]
-    wanted = [output_node]
-    if hint_layer is not None:
-        wanted.append(hint_layer)
-    embedding_node = penultimate_layer(backbone.module) if embedding else None
-    if embedding_node is not None:
-        wanted.append(embedding_node)
-    # A module's name and its last node's name are one output ("hidden.1" and "hidden.1.2"):
-    # the feature extractor keeps one of them, so tap one name per output and alias the rest.
-    tapped = {}
-    for name in wanted:
+    embedding_node = penultimate_layer(backbone.module) if query.embedding else None
+    wanted = [nodes[-1], query.hint_layer, embedding_node]
+    activations, shapes = _read_layers(backbone, inputs, [n for n in wanted if n], query)
+    hint = None
+    if query.hint_layer is not None:
+        shape = shapes[query.hint_layer]
+        hint = activations[query.hint_layer].reshape(len(inputs), *shape)
+        size = query.hint_size
+        if size is not None and len(shape) == 3 and tuple(shape[1:]) != tuple(size):
+            hint = _pool_maps(hint, tuple(size), query.batch_size)
+    features = activations[embedding_node] if embedding_node is not None else None
+    logits = activations[nodes[-1]]
+    return TeacherOutputs(logits, np.arange(logits.shape[1]), hint, features)
+
+
+def _read_layers(backbone: Backbone, inputs: ImageInputs, names: list[str], query):
+    """Each named layer's flattened activations over ``inputs`` and its per-sample shape.
+
+    A module's name and its last node's name are one output ("hidden.1" and "hidden.1.2"):
+    the feature extractor keeps one of them, so one name per output is tapped and the others
+    are aliases of it.
+    """
+    nodes = _graph_nodes(backbone.module)
+    tapped: dict[str, str] = {}
+    for name in names:
         tapped.setdefault(_last_node(nodes, name), name)
-    alias = {name: tapped[_last_node(nodes, name)] for name in wanted}
-    layers = list(tapped.values())
-    device = torch.device(device or "cpu")
+    alias = {name: tapped[_last_node(nodes, name)] for name in names}
+    device = torch.device(query.device or "cpu")
+    engine = resolve_engine(query.engine, device)
     network = FrozenNetwork(
-        backbone, layers, device, engine=resolve_engine(engine, device), n_threads=n_threads
+        backbone, list(tapped.values()), device, engine=engine, n_threads=query.n_threads
     )
     with torch.inference_mode():
         probe = network(inputs.batch(0, 1, backbone.transform))
     activations = pooled_features(
-        network, inputs, pooling=None, batch_size=batch_size, verbose=verbose
+        network, inputs, pooling=None, batch_size=query.batch_size, verbose=query.verbose
     )
-    activations = {name: activations[alias[name]] for name in wanted}
-    probe = {name: probe[alias[name]] for name in wanted}
-    logits = activations[output_node]
-    hint = None
-    if hint_layer is not None:
-        shape = tuple(probe[hint_layer].shape[1:])
-        hint = activations[hint_layer].reshape(len(inputs), *shape)
-        if hint_size is not None and len(shape) == 3 and tuple(shape[1:]) != tuple(hint_size):
-            hint = _pool_maps(hint, tuple(hint_size), batch_size)
-    features = activations[embedding_node] if embedding_node is not None else None
-    classes = np.arange(logits.shape[1])
-    return TeacherOutputs(logits, classes, hint, features)
+    return (
+        {name: activations[alias[name]] for name in names},
+        {name: tuple(probe[alias[name]].shape[1:]) for name in names},
+    )
 
 
 def _trace_failure(module: nn.Module) -> str | None:

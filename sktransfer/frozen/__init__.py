@@ -23,7 +23,14 @@ from .engines import ENGINES, PRECISIONS, EngineWarning, resolve_engine
 from .files import StoreWarning, default_cache_dir
 from .network import FORWARD_COUNTS, FrozenNetwork, check_layers, has_lazy, tapped_network
 from .passes import batching, pooled_features, run_statistics, store_context, stored_statistics
-from .pooling import POOLINGS, STATISTICS, pool, pool_statistics, pooled_width, statistics_for
+from .pooling import (
+    POOLINGS,
+    STATISTICS,
+    features_from_statistics,
+    pool,
+    pooled_width,
+    pooling_statistics,
+)
 from .registry import Registry
 from .secret import StoreKeyError
 from .store import DiskCache, MemoryCache, clear_cache, get_cache, image_keys
@@ -49,12 +56,12 @@ __all__ = [
     "has_lazy",
     "image_keys",
     "pool",
-    "pool_statistics",
+    "features_from_statistics",
     "pooled_features",
     "pooled_width",
     "resolve_engine",
     "run_statistics",
-    "statistics_for",
+    "pooling_statistics",
     "store_context",
     "stored_statistics",
     "tapped_network",

@@ -23,7 +23,7 @@ from torchvision.models.feature_extraction import create_feature_extractor
 from ..backbones import Backbone, _tappable
 from .engines import TorchEngine, default_threads, export_key, onnx_engine
 from .files import default_cache_dir
-from .pooling import statistics_for
+from .pooling import pooling_statistics
 from .registry import Registry
 
 __all__ = ["FORWARD_COUNTS", "FrozenNetwork", "check_layers", "has_lazy", "tapped_network"]
@@ -161,16 +161,16 @@ class FrozenNetwork:
             shapes = self._shapes[size]
         return shapes
 
-    def outputs(self, batch: torch.Tensor, wanted) -> list[tuple[str, str]]:
-        """``[(layer, statistic), ...]`` that the engine computes for ``wanted``: a pooling or
+    def outputs(self, batch: torch.Tensor, requested) -> list[tuple[str, str]]:
+        """``[(layer, statistic), ...]`` that the engine computes for ``requested``: a pooling or
         a tuple of statistics for every layer, or a dict of either per layer. Layers that are
         vectors give ``"vec"`` whatever was asked."""
         shapes = self.layer_shapes(batch)
         outputs = []
         for layer in self.layers:
-            asked = wanted.get(layer, ()) if isinstance(wanted, dict) else wanted
+            asked = requested.get(layer, ()) if isinstance(requested, dict) else requested
             if asked is None or isinstance(asked, str):
-                asked = statistics_for(asked, len(shapes[layer]) + 1)
+                asked = pooling_statistics(asked, len(shapes[layer]) + 1)
             elif len(shapes[layer]) == 1:
                 asked = ("vec",) if asked else ()
             outputs += [(layer, stat) for stat in asked if (layer, stat) not in outputs]

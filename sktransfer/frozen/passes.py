@@ -22,7 +22,7 @@ from ..decoding import decoding_signature
 from ..images import ImageInputs
 from ..progress import progress_bar
 from .network import FrozenNetwork
-from .pooling import pool_statistics, statistics_for
+from .pooling import features_from_statistics, pooling_statistics
 from .store import image_keys
 
 __all__ = [
@@ -59,7 +59,7 @@ def batching(
 def run_statistics(
     network: FrozenNetwork,
     inputs: ImageInputs,
-    wanted,
+    requested,
     *,
     batch_size: int,
     n_workers: int = 1,
@@ -67,7 +67,7 @@ def run_statistics(
 ) -> dict[tuple[str, str], np.ndarray]:
     """Run ``network`` over ``inputs``: ``{(layer, statistic): (n_samples, F) float32}``.
 
-    ``wanted`` is a pooling, a tuple of statistics, or a dict of either per layer (see
+    ``requested`` is a pooling, a tuple of statistics, or a dict of either per layer (see
     :meth:`FrozenNetwork.outputs`). Outputs are written into arrays allocated once, so peak
     memory is the statistics plus a few batches, whatever the number of images. An engine
     that runs several batches at once (ONNX Runtime on several cores) gets them side by side.
@@ -90,7 +90,7 @@ def run_statistics(
         if n == 0:
             return results
         first = inputs.batch(0, min(batch_size, n), transform)
-        outputs = network.outputs(first, wanted)
+        outputs = network.outputs(first, requested)
         store(0, len(first), network.statistics(first, outputs))
         runs = network.concurrent_runs(first, outputs)
         if runs == 1:
@@ -160,19 +160,19 @@ def stored_statistics(
         return run_statistics(network, inputs, needed, **batching)
     context = store_context(network)
     keys = image_keys(inputs)
-    wanted = {(layer, stat) for layer, stats in needed.items() for stat in stats}
-    found = store.get(context, keys, wanted)
+    outputs = {(layer, stat) for layer, stats in needed.items() for stat in stats}
+    found = store.get(context, keys, outputs)
     if any(entry is None for entry in found):
         with store.locked(context):  # another process may be computing the same misses
             _fill_misses(
-                network, inputs, store, context, keys, wanted, found, record or needed, batching
+                network, inputs, store, context, keys, outputs, found, record or needed, batching
             )
-    return {item: np.stack([entry[item] for entry in found]) for item in wanted}
+    return {item: np.stack([entry[item] for entry in found]) for item in outputs}
 
 
-def _fill_misses(network, inputs, store, context, keys, wanted, found, record, batching):
+def _fill_misses(network, inputs, store, context, keys, outputs, found, record, batching):
     missing = [i for i, entry in enumerate(found) if entry is None]
-    for i, entry in zip(missing, store.get(context, [keys[i] for i in missing], wanted)):
+    for i, entry in zip(missing, store.get(context, [keys[i] for i in missing], outputs)):
         found[i] = entry  # computed by another process while this one waited for the lock
     missing = [i for i, entry in enumerate(found) if entry is None]
     if not missing:
@@ -206,7 +206,7 @@ def pooled_features(
         return {layer: np.empty((0, 0), np.float32) for layer in layers}
     shapes = network.layer_shapes(inputs.batch(0, 1, network.backbone.transform))
     ndims = {layer: len(shapes[layer]) + 1 for layer in layers}
-    needed = {layer: statistics_for(pooling, ndims[layer]) for layer in layers}
+    needed = {layer: pooling_statistics(pooling, ndims[layer]) for layer in layers}
     stats = stored_statistics(
         network,
         inputs,
@@ -218,7 +218,7 @@ def pooled_features(
         verbose=verbose,
     )
     return {
-        layer: pool_statistics(
+        layer: features_from_statistics(
             {stat: stats[(layer, stat)] for stat in needed[layer]}, pooling, ndims[layer]
         )
         for layer in layers

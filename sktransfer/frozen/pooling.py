@@ -22,23 +22,31 @@ __all__ = [
     "POOLINGS",
     "STATISTICS",
     "pool",
-    "pool_statistics",
+    "features_from_statistics",
     "pooled_width",
     "statistic",
-    "statistics_for",
+    "pooling_statistics",
 ]
 
+#: The poolings ``DeepFeatureExtractor(pooling=...)`` offers (and None: flatten).
 POOLINGS = ("avg", "max", "avgmax")
+#: The statistics a layer is summarised by (see the module docstring).
 STATISTICS = ("vec", "avg", "max", "flat")
-_OF_POOLING = {"avg": ("avg",), "max": ("max",), "avgmax": ("avg", "max"), None: ("flat",)}
+#: Each pooling as the statistics it concatenates, in order.
+_STATISTICS_OF_POOLING = {
+    "avg": ("avg",),
+    "max": ("max",),
+    "avgmax": ("avg", "max"),
+    None: ("flat",),
+}
 
 
-def statistics_for(pooling: str | None, ndim: int) -> tuple[str, ...]:
+def pooling_statistics(pooling: str | None, ndim: int) -> tuple[str, ...]:
     """The statistics ``pooling`` is made of, for activations with ``ndim`` dimensions
     (batch included): vectors (``ndim == 2``) are ``("vec",)`` whatever the pooling."""
-    if pooling not in _OF_POOLING:
+    if pooling not in _STATISTICS_OF_POOLING:
         raise ValueError(f"Unknown pooling {pooling!r}: use one of {POOLINGS} or None (flatten).")
-    return ("vec",) if ndim == 2 else _OF_POOLING[pooling]
+    return ("vec",) if ndim == 2 else _STATISTICS_OF_POOLING[pooling]
 
 
 def statistic(activation: torch.Tensor, name: str) -> torch.Tensor:
@@ -69,14 +77,17 @@ def pool(activation: torch.Tensor, pooling: str | None) -> torch.Tensor:
     >>> pool(torch.ones(2, 8, 7, 7), "avgmax").shape
     torch.Size([2, 16])
     """
-    parts = [statistic(activation, name) for name in statistics_for(pooling, activation.ndim)]
+    parts = [statistic(activation, name) for name in pooling_statistics(pooling, activation.ndim)]
     return parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
 
 
-def pool_statistics(stats: dict[str, np.ndarray], pooling: str | None, ndim: int) -> np.ndarray:
-    """A layer's pooled features from its statistics (``{name: (N, F) array}``): exactly
-    :func:`pool` of the activations they summarise."""
-    parts = [stats[name] for name in statistics_for(pooling, ndim)]
+def features_from_statistics(
+    stats: dict[str, np.ndarray], pooling: str | None, ndim: int
+) -> np.ndarray:
+    """A layer's pooled features from its stored statistics (``{statistic: (N, F) array}``,
+    those :func:`pooling_statistics` names), concatenated: exactly :func:`pool` of the
+    activations (with ``ndim`` dimensions) they summarise, without the activations."""
+    parts = [stats[name] for name in pooling_statistics(pooling, ndim)]
     return parts[0] if len(parts) == 1 else np.concatenate(parts, axis=1)
 
 
@@ -88,4 +99,4 @@ def pooled_width(shape: tuple, pooling: str | None) -> int:
     widths = {"avg": shape[-1] if len(shape) == 2 else shape[0]}
     widths["max"] = widths["avg"]
     widths["flat"] = int(np.prod(shape))
-    return int(sum(widths[name] for name in statistics_for(pooling, len(shape) + 1)))
+    return int(sum(widths[name] for name in pooling_statistics(pooling, len(shape) + 1)))

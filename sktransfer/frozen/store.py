@@ -13,7 +13,8 @@ Keys
     arrays are never pickled), or a file's absolute path, size, modification and change times
     and inode (a file rewritten in place gets a new change time even when its modification
     time is restored with ``os.utime``). An entry is the dictionary
-    ``{(layer, form): row}`` of one image; a lookup hits only when every ``(layer, form)``
+    ``{(layer, statistic): row}`` of one image (a statistic of
+    :mod:`~sktransfer.frozen.pooling`); a lookup hits only when every ``(layer, statistic)``
     asked for is present.
 
 Where
@@ -146,7 +147,8 @@ class MemoryCache:
         return f"MemoryCache(entries={len(self._entries)}, nbytes={self.nbytes})"
 
     def get(self, context: str, keys: list[str], needed: set) -> list[dict | None]:
-        """The entry of each key that holds every ``(layer, form)`` in ``needed``, else None."""
+        """The entry of each key that holds every ``(layer, statistic)`` in ``needed``, else
+        None."""
         found = []
         with self._lock:
             for key in keys:
@@ -235,7 +237,7 @@ class DiskCache:
             self.max_bytes = int(max_bytes)
         self.front = MemoryCache()
         self.corrupt_files = 0  # entries refused (damaged, forged, misshapen), recomputed
-        self._layouts = Registry(64)  # context -> {(layer, form): row shape}
+        self._layouts = Registry(64)  # context -> {(layer, statistic): row shape}
         self._failed: dict[str, OSError] = {}  # "read" / "written": why it cannot be
 
     def __repr__(self):
@@ -319,7 +321,7 @@ class DiskCache:
         return entry
 
     def _layout(self, context: str, reload: bool = False) -> dict:
-        """The row shape of every ``(layer, form)`` stored in ``context`` (read once)."""
+        """The row shape of every ``(layer, statistic)`` stored in ``context`` (read once)."""
         layout = None if reload else self._layouts.get(context)
         if layout is None:
             file = self._context_dir(context) / "layout.skt"
@@ -442,9 +444,9 @@ def _fits(entry: dict, layout: dict) -> bool:
 
 def _encode(entry: dict, context: str, key: str) -> bytes:
     names, chunks = {}, []
-    for (layer, form), row in entry.items():
+    for (layer, statistic), row in entry.items():
         row = np.ascontiguousarray(row, dtype=np.float32)
-        names[f"{layer}\t{form}"] = list(row.shape)
+        names[f"{layer}\t{statistic}"] = list(row.shape)
         chunks.append(row.tobytes())
     header = json.dumps(names).encode()
     payload = struct.pack("<I", len(header)) + header + b"".join(chunks)
@@ -466,8 +468,8 @@ def _decode(data: bytes, context: str, key: str) -> dict | None:
             count = math.prod(shape)
             row = np.frombuffer(payload, np.float32, count, offset).reshape(shape)
             offset += 4 * count
-            layer, form = name.split("\t")
-            entry[(layer, form)] = row
+            layer, statistic = name.split("\t")
+            entry[(layer, statistic)] = row
     except (ValueError, TypeError, struct.error):  # sealed by the key holder, yet malformed
         return None
     return entry if offset == len(payload) else None

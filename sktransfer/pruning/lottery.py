@@ -17,20 +17,17 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 import torch
-from sklearn.base import BaseEstimator, ClassifierMixin, _fit_context, clone
+from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.utils import get_tags
-from sklearn.utils._param_validation import Interval, StrOptions
-from sklearn.utils.multiclass import check_classification_targets
-from sklearn.utils.validation import (
-    check_array,
-    check_consistent_length,
-    check_is_fitted,
-    column_or_1d,
-)
+from sklearn.utils.validation import check_is_fitted, column_or_1d
 from skorch.callbacks import Callback
 
+from .._compat import Interval, StrOptions, _fit_context
 from ..devices import seed_from, seeded
+from ..training.base import store_parameters
 from . import magnitude
+from .plots import plot_lottery
+from .trainers import trainer_for
 
 __all__ = ["PrunedClassifier", "plot_lottery"]
 
@@ -157,18 +154,7 @@ class PrunedClassifier(ClassifierMixin, BaseEstimator):
         random_state=None,
         verbose=0,
     ):
-        self.estimator = estimator
-        self.prune_rate = prune_rate
-        self.output_rate = output_rate
-        self.n_rounds = n_rounds
-        self.rewind = rewind
-        self.scope = scope
-        self.layers = layers
-        self.output_layer = output_layer
-        self.reinit_control = reinit_control
-        self.permanent = permanent
-        self.random_state = random_state
-        self.verbose = verbose
+        store_parameters(self, locals())
 
     @_fit_context(prefer_skip_nested_validation=False)
     def fit(self, X, y, eval_set=None):
@@ -191,11 +177,11 @@ class PrunedClassifier(ClassifierMixin, BaseEstimator):
         unit, rewind_at = _check_rewind(self.rewind)
         _reject_sparse(X)
         seed = seed_from(self.random_state)
-        trainer = _trainer_for(self.estimator)
+        trainer = trainer_for(self.estimator)
         capture = _RewindCapture(unit, rewind_at)
         scoring = _EvalSetScoring()
         if eval_set is not None:
-            scoring.evaluation = (*_check_eval_set(eval_set, y), trainer.eval_inputs)
+            scoring.evaluation = _check_eval_set(eval_set, y)
         with seeded(seed):
             # Round 0: the wrapped estimator's own fit (a FineTuneClassifier fine-tunes), with
             # callbacks that snapshot the weights to rewind to and score the eval set.
@@ -236,7 +222,7 @@ class PrunedClassifier(ClassifierMixin, BaseEstimator):
                 magnitude.rewind(module, self.rewind_state_)
                 rows.append({**self._train_round(trainer, fitted, data, round_, ""), **control})
         evaluator = trainer.callback(fitted, "lottery_eval")
-        evaluator.evaluation = evaluator.prepared = None  # the fitted model keeps no test set
+        evaluator.evaluation = evaluator.prepared = evaluator.read = None  # no test set kept
         self.masks_ = {
             name: module.get_submodule(name).weight_mask.detach().to("cpu", torch.bool)
             for name in self.layers_
@@ -261,7 +247,7 @@ class PrunedClassifier(ClassifierMixin, BaseEstimator):
         """
         check_is_fitted(self)
         _reject_sparse(X)
-        trainer = _trainer_for(self.estimator_)
+        trainer = trainer_for(self.estimator_)
         return trainer.predict_proba(self.estimator_, X, getattr(self, "n_features_in_", None))
 
     def predict(self, X):
@@ -340,150 +326,6 @@ class PrunedClassifier(ClassifierMixin, BaseEstimator):
         return self._train_round(trainer, control, data, round_, "reinit_")
 
 
-# ---------------------------------------------------------------------- trainers
-
-
-class _BaseTrainer:
-    """Drives a :class:`sktransfer.training.NeuralClassifierBase` through its hooks.
-
-    Round 0 is the estimator's own ``fit``; later rounds call ``_continue_training``, which
-    trains ``net_.module_`` in place with a fresh optimizer (so no Adam or momentum state
-    carries over between rounds) and appends to the history.
-    """
-
-    @staticmethod
-    def fit(estimator, X, y, callbacks):
-        fitted = clone(estimator)
-        named = [("lottery_rewind", callbacks[0]), ("lottery_eval", callbacks[1])]
-        fitted.set_params(callbacks=list(estimator.callbacks or []) + named)
-        if "cache_features" in fitted.get_params():
-            # Training the head on cached features swaps the network for its head while
-            # training; the rewind snapshots need the whole network.
-            fitted.set_params(cache_features=False)
-        fitted.fit(X, y)
-        inputs = fitted._check_inputs(X, reset=False)
-        y_encoded = np.searchsorted(fitted.classes_, column_or_1d(y)).astype(np.int64)
-        return fitted, (inputs, y_encoded)
-
-    @staticmethod
-    def n_features(fitted, data):
-        return getattr(fitted, "n_features_in_", None)
-
-    @staticmethod
-    def classes(fitted, y):
-        return fitted.classes_
-
-    @staticmethod
-    def module(fitted):
-        return fitted.net_.module_
-
-    @staticmethod
-    def history(fitted):
-        return fitted.net_.history
-
-    @staticmethod
-    def callback(fitted, name):
-        return dict(fitted.net_.callbacks_)[name]
-
-    @staticmethod
-    def train(fitted, data):
-        fitted._continue_training(*data)
-
-    @staticmethod
-    def eval_inputs(net, X):
-        """``X`` read the way the estimator owning ``net`` reads it (once, on first use)."""
-        from ..training import ImageDataset
-
-        owner = net.owner
-        inputs = owner._check_inputs(X, reset=False)
-        return ImageDataset(inputs, None, preprocessing=owner.preprocessing_)
-
-    @staticmethod
-    def predict_proba(fitted, X, n_features):
-        return fitted.predict_proba(X)  # the base validates X against what it was fitted on
-
-
-class _SkorchTrainer:
-    """Drives a plain ``skorch.NeuralNetClassifier`` on numeric arrays (X as given)."""
-
-    @staticmethod
-    def fit(estimator, X, y, callbacks):
-        y = column_or_1d(y, warn=True)
-        check_classification_targets(y)
-        classes, y_encoded = np.unique(y, return_inverse=True)
-        if len(classes) < 2:
-            raise ValueError(f"PrunedClassifier needs at least 2 classes; got {classes}.")
-        X = check_array(X, dtype=np.float32, allow_nd=True)
-        check_consistent_length(X, y)
-        fitted = clone(estimator)
-        if fitted.callbacks == "disable":
-            raise ValueError(
-                "PrunedClassifier needs skorch callbacks to take the rewind snapshot; the "
-                "wrapped net has callbacks='disable'. Pass callbacks=None or a list."
-            )
-        named = [("lottery_rewind", callbacks[0]), ("lottery_eval", callbacks[1])]
-        fitted.set_params(callbacks=list(fitted.callbacks or []) + named)
-        data = (X, y_encoded.astype(np.int64))
-        fitted.fit(*data)
-        return fitted, data
-
-    @staticmethod
-    def n_features(fitted, data):
-        return data[0].shape[1] if data[0].ndim == 2 else None
-
-    @staticmethod
-    def classes(fitted, y):
-        return np.unique(column_or_1d(y))  # the net itself was trained on their indices
-
-    @staticmethod
-    def module(fitted):
-        return fitted.module_
-
-    @staticmethod
-    def history(fitted):
-        return fitted.history
-
-    @staticmethod
-    def callback(fitted, name):
-        return dict(fitted.callbacks_)[name]
-
-    @staticmethod
-    def train(fitted, data):
-        # A new optimizer each round: Adam or momentum state carried over would be stale.
-        fitted.initialize_optimizer()
-        fitted.partial_fit(*data)
-
-    @staticmethod
-    def eval_inputs(net, X):
-        return check_array(X, dtype=np.float32, allow_nd=True)
-
-    @staticmethod
-    def predict_proba(fitted, X, n_features):
-        X = check_array(X, dtype=np.float32, allow_nd=True)
-        if n_features is not None and X.ndim == 2 and X.shape[1] != n_features:
-            raise ValueError(
-                f"X has {X.shape[1]} features, but PrunedClassifier is expecting "
-                f"{n_features} features as input (the number it was fitted with)."
-            )
-        return fitted.predict_proba(X)
-
-
-def _trainer_for(estimator):
-    from skorch import NeuralNet
-
-    from ..training import NeuralClassifierBase
-
-    if isinstance(estimator, NeuralClassifierBase):
-        return _BaseTrainer
-    if isinstance(estimator, NeuralNet):
-        return _SkorchTrainer
-    raise TypeError(
-        "PrunedClassifier wraps a skorch-based classifier: an sktransfer estimator built on "
-        "sktransfer.training.NeuralClassifierBase (FineTuneClassifier, a student) or a "
-        f"skorch.NeuralNetClassifier; got {type(estimator).__name__}."
-    )
-
-
 # ---------------------------------------------------------------------- callbacks
 
 
@@ -530,13 +372,14 @@ class _RewindCapture(Callback):
 class _EvalSetScoring(Callback):
     """Accuracy on a held-out set after every epoch, written to the history as ``test_acc``.
 
-    ``evaluation`` is ``(X_test, y_test_encoded, read)``; ``read(net, X_test)`` turns X into
-    what the net predicts on, once, when training starts (the estimator's preprocessing is
-    only known then).
+    ``evaluation`` is ``(X_test, y_test_encoded)``; ``read(X_test)``, given by the trainer,
+    turns X into what the net predicts on, once, when training starts (the estimator's
+    preprocessing is only known then).
     """
 
     def __init__(self, evaluation=None):
         self.evaluation = evaluation
+        self.read = None
         self.prepared = None
 
     def initialize(self):
@@ -546,13 +389,12 @@ class _EvalSetScoring(Callback):
         # Nets are copied (the base copies its callbacks, the re-init control copies the whole
         # estimator); share the read-only test set instead of copying it.
         copied = type(self)(self.evaluation)
-        copied.prepared = self.prepared
+        copied.read, copied.prepared = self.read, self.prepared
         return copied
 
     def on_train_begin(self, net, **kwargs):
         if self.evaluation is not None and self.prepared is None:
-            X_test, _, read = self.evaluation
-            self.prepared = read(net, X_test)
+            self.prepared = self.read(self.evaluation[0])
 
     def on_epoch_end(self, net, **kwargs):
         if self.evaluation is None:
@@ -563,7 +405,7 @@ class _EvalSetScoring(Callback):
 
     def __getstate__(self):
         state = self.__dict__.copy()
-        state["evaluation"] = state["prepared"] = None
+        state["evaluation"] = state["prepared"] = state["read"] = None
         return state
 
 
@@ -623,62 +465,3 @@ def _check_rewind(rewind):
     raise ValueError(
         f"rewind must be 'init', ('epoch', k) or ('iteration', k) with k >= 0; got {rewind!r}."
     )
-
-
-# ---------------------------------------------------------------------- plot
-
-
-def plot_lottery(history, *, metric="test_accuracy_at_best", ax=None, label="winning ticket"):
-    """Accuracy against the fraction of weights remaining, with the re-init control.
-
-    Parameters
-    ----------
-    history : pandas.DataFrame or PrunedClassifier
-        ``PrunedClassifier.history_`` (or the fitted estimator).
-    metric : str, default="test_accuracy_at_best"
-        A ``history_`` column; falls back to ``valid_accuracy_at_best`` when absent. The
-        control is read from ``"reinit_" + metric`` when present.
-    ax : matplotlib Axes or None
-        Draw into this Axes; None makes a new figure.
-    label : str
-        Legend label of the ticket curve.
-
-    Returns
-    -------
-    matplotlib.figure.Figure
-    """
-    import matplotlib.pyplot as plt
-
-    if isinstance(history, PrunedClassifier):
-        check_is_fitted(history)
-        history = history.history_
-    if metric not in history:
-        fallback = "valid_accuracy_at_best"
-        if fallback not in history:
-            raise ValueError(f"history has no column {metric!r}; columns: {list(history)}.")
-        metric = fallback
-    if ax is None:
-        fig, ax = plt.subplots(figsize=(6, 4))
-    else:
-        fig = ax.figure
-    percent = 100 * history["weights_remaining"]
-    ax.plot(percent, history[metric], "o-", label=label)
-    control = "reinit_" + metric
-    if control in history:
-        # The control shares the dense starting point; it differs from the first pruning on.
-        x = percent.copy()
-        y = history[control].copy()
-        y.iloc[0] = history[metric].iloc[0]
-        ax.plot(x, y, "s--", label="random re-init")
-    ax.set_xscale("log")
-    # Label the measured fractions themselves (100, 80, ..., 3.6), not powers of ten.
-    picks = np.unique(np.linspace(0, len(percent) - 1, min(len(percent), 8)).round().astype(int))
-    ticks = list(percent.iloc[picks])
-    ax.set_xticks(ticks, [f"{t:.3g}" for t in ticks])
-    ax.minorticks_off()
-    ax.invert_xaxis()
-    ax.set_xlabel("weights remaining (%)")
-    ax.set_ylabel(metric.replace("_", " "))
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend()
-    return fig

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from .data import ReportData
 
-__all__ = ["pipeline_code"]
+__all__ = ["backbone_name", "pipeline_code"]
 
 
 def pipeline_code(
@@ -34,7 +34,7 @@ def pipeline_code(
     activations back; another folder is not written into the script (it is a path of the
     machine that wrote the report), only named in a comment as an option.
     """
-    name = _backbone_name(backbone)
+    name = backbone_name(backbone)
     lines = [
         '"""The pipeline recommended by `sktransfer report`: it reproduces the report\'s '
         'held-out accuracy.\n\nRun: python recommended_pipeline.py [DATA]\n"""',
@@ -46,49 +46,7 @@ def pipeline_code(
         *_data_lines(dataset, random_state),
         "",
     ]
-    weights_arg = "" if weights == "DEFAULT" else f", weights={weights!r}"
-    if recommendation["approach"] == "fine-tuning":
-        params = ", ".join(f"{k}={v!r}" for k, v in recommendation["params"].items())
-        lines += [
-            "import torch",
-            "",
-            "from sktransfer import FineTuneClassifier",
-            "",
-            f"torch.set_num_threads({recommendation['torch_threads']})  # as in the report: "
-            "the same arithmetic, the same number",
-            f"model = FineTuneClassifier({name!r}{weights_arg}, {params}, random_state=0)",
-        ]
-    else:
-        seed_arg = f", random_state={random_state!r}" if weights is None else ""
-        if cache is None:
-            cache_lines = [
-                "from sktransfer.frozen import default_cache_dir",
-                "",
-                "# cache: where the report stored the activations, so the fit reads them back",
-                "cache = default_cache_dir() / 'activations'",
-            ]
-            cache_arg = ", cache=cache"
-        else:
-            cache_lines = [
-                "# Pass cache=<the report's --cache folder> to DeepFeatureExtractor to read the",
-                "# report's activations back instead of computing them.",
-            ]
-            cache_arg = ""
-        lines += [
-            "from sklearn.linear_model import LogisticRegression",
-            "from sklearn.pipeline import make_pipeline",
-            "from sklearn.preprocessing import StandardScaler",
-            "",
-            "from sktransfer import DeepFeatureExtractor",
-            "",
-            *cache_lines,
-            "model = make_pipeline(",
-            f"    DeepFeatureExtractor({name!r}{weights_arg}, "
-            f"layers={recommendation['layer']!r}{seed_arg}{cache_arg}),",
-            "    StandardScaler(),",
-            "    LogisticRegression(C=0.1, max_iter=2000),",
-            ")",
-        ]
+    lines += _model_lines(name, weights, recommendation, cache, random_state)
     lines += [
         "model.fit(X_train, y_train)",
         "accuracy = model.score(X_test, y_test)",
@@ -98,6 +56,52 @@ def pipeline_code(
     if not isinstance(backbone, str):
         lines.insert(2, f"# The backbone was a custom {name} module: replace {name!r} by it.")
     return _imports_first(lines)
+
+
+def _model_lines(name: str, weights, recommendation: dict, cache, random_state: int) -> list[str]:
+    """The imports and the ``model = ...`` of the recommended approach."""
+    weights_arg = "" if weights == "DEFAULT" else f", weights={weights!r}"
+    if recommendation["approach"] == "fine-tuning":
+        params = ", ".join(f"{k}={v!r}" for k, v in recommendation["params"].items())
+        return [
+            "import torch",
+            "",
+            "from sktransfer import FineTuneClassifier",
+            "",
+            f"torch.set_num_threads({recommendation['torch_threads']})  # as in the report: "
+            "the same arithmetic, the same number",
+            f"model = FineTuneClassifier({name!r}{weights_arg}, {params}, random_state=0)",
+        ]
+    seed_arg = f", random_state={random_state!r}" if weights is None else ""
+    if cache is None:
+        cache_lines = [
+            "from sktransfer.frozen import default_cache_dir",
+            "",
+            "# cache: where the report stored the activations, so the fit reads them back",
+            "cache = default_cache_dir() / 'activations'",
+        ]
+        cache_arg = ", cache=cache"
+    else:
+        cache_lines = [
+            "# Pass cache=<the report's --cache folder> to DeepFeatureExtractor to read the",
+            "# report's activations back instead of computing them.",
+        ]
+        cache_arg = ""
+    return [
+        "from sklearn.linear_model import LogisticRegression",
+        "from sklearn.pipeline import make_pipeline",
+        "from sklearn.preprocessing import StandardScaler",
+        "",
+        "from sktransfer import DeepFeatureExtractor",
+        "",
+        *cache_lines,
+        "model = make_pipeline(",
+        f"    DeepFeatureExtractor({name!r}{weights_arg}, "
+        f"layers={recommendation['layer']!r}{seed_arg}{cache_arg}),",
+        "    StandardScaler(),",
+        "    LogisticRegression(C=0.1, max_iter=2000),",
+        ")",
+    ]
 
 
 def _data_lines(dataset: ReportData, random_state: int) -> list[str]:
@@ -133,5 +137,6 @@ def _imports_first(lines: list[str]) -> str:
     return text + "\n"
 
 
-def _backbone_name(backbone) -> str:
+def backbone_name(backbone) -> str:
+    """A named backbone's name, or a module's class name."""
     return backbone if isinstance(backbone, str) else type(backbone).__name__

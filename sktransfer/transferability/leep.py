@@ -37,6 +37,7 @@ def leep_score(source_probabilities, y) -> float:
     Returns
     -------
     score : float
+        The mean log of the expected empirical prediction, in nats.
 
     References
     ----------
@@ -83,6 +84,7 @@ def nce_score(source, y) -> float:
     Returns
     -------
     score : float
+        ``-H(Y | Z)`` in nats.
 
     References
     ----------
