@@ -31,7 +31,7 @@ notebooks: $(VENV)/.installed
 # Every benchmark script's --smoke mode (a handful of images, results in a temporary folder),
 # each in its own process with a timeout; a table of name / seconds / ok, non-zero if one fails.
 benchmarks-smoke: $(VENV)/.installed
-	PYTHONPATH=. $(BIN)/python benchmarks/smoke.py
+	PYTHONPATH=. $(BIN)/python benchmarks/smoke.py --jobs 2
 
 lint: $(VENV)/.installed
 	$(BIN)/ruff check sktransfer tests benchmarks

@@ -6,6 +6,7 @@ folder (removed at the end unless ``--keep``), and prints a table of name / seco
 Exits non-zero if any script fails or times out; the failures' output tails are printed.
 
     PYTHONPATH=. python benchmarks/smoke.py [--timeout 120] [--only NAME ...] [--synthetic]
+                                            [--jobs 2]
 
 ``--synthetic`` points ``SKTRANSFER_DATA`` at an empty folder, so that every script runs on the
 tiny synthetic stand-ins, as on a machine without the shared data.
@@ -21,6 +22,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 
 BENCHMARKS = Path(__file__).resolve().parent
@@ -77,18 +79,26 @@ def main(argv=None) -> int:
     parser.add_argument("--only", nargs="+", default=None, help="these scripts only (names)")
     parser.add_argument("--synthetic", action="store_true", help="ignore the shared data")
     parser.add_argument("--keep", action="store_true", help="keep the results folder")
+    parser.add_argument(
+        "--jobs", type=int, default=1, help="scripts run side by side (each on one thread)"
+    )
     args = parser.parse_args(argv)
     chosen = [s for s in scripts() if args.only is None or s.stem in args.only]
     folder = Path(tempfile.mkdtemp(prefix="sktransfer-smoke-"))
     env = environment(folder, args.synthetic)
+    if args.jobs > 1:  # side by side, one thread each: most of a smoke run is imports and setup
+        env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
     rows, failures, start = [], [], time.perf_counter()
     try:
-        for script in chosen:
-            seconds, status, tail = run(script, args.timeout, env)
-            rows.append((script.stem, seconds, status))
-            print(f"{script.stem:<24} {seconds:7.1f} s  {status}", flush=True)
-            if status != "ok":
-                failures.append((script.stem, tail))
+        with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
+            runs = {pool.submit(run, script, args.timeout, env): script for script in chosen}
+            for done in as_completed(runs):
+                name, (seconds, status, tail) = runs[done].stem, done.result()
+                rows.append((name, seconds, status))
+                print(f"{name:<24} {seconds:7.1f} s  {status}", flush=True)
+                if status != "ok":
+                    failures.append((name, tail))
+        rows.sort()
     finally:
         if not args.keep:
             shutil.rmtree(folder, ignore_errors=True)
