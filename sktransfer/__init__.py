@@ -43,6 +43,8 @@ _LAZY = {
     "build_report": "report",
     "DistilledClassifier": "distillation",
     "born_again": "distillation",
+    "BornAgainEnsemble": "distillation",
+    "LabelRefinery": "distillation",
     "build_student": "distillation",
     "h_score": "analysis",
     "leep_score": "analysis",
@@ -77,11 +79,13 @@ __all__ = [
     "full_network_layers",
     "parallel_predict",
     "Backbone",
+    "BornAgainEnsemble",
     "DeepFeatureExtractor",
     "DiskCache",
     "DistilledClassifier",
     "EngineWarning",
     "FineTuneClassifier",
+    "LabelRefinery",
     "LayerwiseNormalizer",
     "MemoryCache",
     "MixUp",
@@ -132,7 +136,13 @@ if TYPE_CHECKING:  # what static analysers and IDEs see; nothing is imported at 
     from .analysis import h_score, leep_score, linear_cka, logme_score, rank_layers, rbf_cka
     from .backbones import Backbone, block_layers, list_backbones, list_layers, load_backbone
     from .constraints import MaxNorm
-    from .distillation import DistilledClassifier, born_again, build_student
+    from .distillation import (
+        BornAgainEnsemble,
+        DistilledClassifier,
+        LabelRefinery,
+        born_again,
+        build_student,
+    )
     from .extract_job import ExtractJobError, extract_features
     from .extraction import DeepFeatureExtractor
     from .finetune import FineTuneClassifier

@@ -69,6 +69,7 @@ FLOW = [
     "sktransfer.distillation.teachers",
     "sktransfer.distillation.network",
     "sktransfer.distillation.classifier",
+    "sktransfer.distillation.generations",
     "sktransfer.distillation",
     "sktransfer.pruning.magnitude",
     "sktransfer.pruning.trainers",

@@ -8,10 +8,13 @@ One module per part, read in this order:
 - :mod:`~sktransfer.distillation.teachers`: what the teacher says about each image (a fitted
   estimator's probabilities, a network's logits and hint maps);
 - :mod:`~sktransfer.distillation.classifier`: :class:`DistilledClassifier`, the estimator that
-  puts them together, and :func:`born_again` generations.
+  puts them together, and :func:`born_again` generations;
+- :mod:`~sktransfer.distillation.generations`: a network retrained on its own soft labels,
+  :class:`LabelRefinery` (the last generation) and :class:`BornAgainEnsemble` (their mean).
 """
 
 from .classifier import DistilledClassifier, born_again
+from .generations import BornAgainEnsemble, LabelRefinery
 from .losses import (
     DistillationLoss,
     HintAdapter,
@@ -25,9 +28,11 @@ from .losses import (
 from .students import build_student, count_parameters, multiply_adds
 
 __all__ = [
+    "BornAgainEnsemble",
     "DistillationLoss",
     "DistilledClassifier",
     "HintAdapter",
+    "LabelRefinery",
     "born_again",
     "build_student",
     "count_parameters",
