@@ -34,6 +34,7 @@ from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import HasMethods, Interval
 from sklearn.utils.validation import check_is_fitted
 
+from ..training import store_parameters
 from .classifier import DistilledClassifier
 from .teachers import unfrozen
 
@@ -164,15 +165,17 @@ class _Generations(ClassifierMixin, BaseEstimator):
         return np.mean([model.predict_proba(X) for model in self._members()], axis=0)
 
     def predict(self, X):
-        """The most probable class of each sample.
+        """The most probable class of each sample (the argmax of :meth:`predict_proba`).
 
         Parameters
         ----------
-        X : images or array of shape (n_samples, n_features)
+        X : images or 2-D array
+            Samples in the form the generations were fitted on.
 
         Returns
         -------
         ndarray of shape (n_samples,)
+            Labels from ``classes_``.
         """
         check_is_fitted(self)
         return self.classes_[np.argmax(self.predict_proba(X), axis=1)]
@@ -210,6 +213,8 @@ _PARAMETERS = """
 """
 
 _ATTRIBUTES = """
+    Attributes
+    ----------
     teacher_ : DistilledClassifier
         Generation 0 (the estimator fitted on the labels, or the frozen one itself).
     generations_ : list of DistilledClassifier
@@ -241,8 +246,6 @@ class LabelRefinery(_Generations):
     ``X_unlabeled`` for that). :class:`BornAgainEnsemble` trains the same chain and averages
     the generations.
 {_PARAMETERS}
-    Attributes
-    ----------
 {_ATTRIBUTES}
     Examples
     --------
@@ -264,11 +267,7 @@ class LabelRefinery(_Generations):
     def __init__(
         self, estimator, *, generations=3, label_weight=0.0, temperature=1.0, random_state=None
     ):
-        self.estimator = estimator
-        self.generations = generations
-        self.label_weight = label_weight
-        self.temperature = temperature
-        self.random_state = random_state
+        store_parameters(self, locals())
 
     def _members(self) -> list:
         return self.generations_[-1:]
@@ -288,22 +287,18 @@ class BornAgainEnsemble(_Generations):
         Whether the teacher is a member of the ensemble (the paper includes it only where a
         generation is missing).
 
-    Attributes
-    ----------
 {_ATTRIBUTES}
     Examples
     --------
     >>> from sklearn.datasets import load_digits
     >>> from sktransfer import BornAgainEnsemble, DistilledClassifier
-    >>> X, y = load_digits(return_X_y=True)
-    >>> X = X / 16
-    >>> teacher = DistilledClassifier(None, student="mlp-32", max_epochs=20,
-    ...                               lr=1e-2, random_state=0)
-    >>> ensemble = BornAgainEnsemble(teacher, generations=2, random_state=0)
-    >>> ensemble.fit(X[:1000], y[:1000]).score(X[1000:], y[1000:]) > 0.9
-    True
-    >>> len(ensemble.generations_)
-    2
+    >>> digits, labels = load_digits(return_X_y=True)
+    >>> teacher = DistilledClassifier(student="mlp-32", max_epochs=20, lr=1e-2, random_state=0)
+    >>> ban = BornAgainEnsemble(teacher, generations=2, random_state=0)
+    >>> ban = ban.fit(digits[:1000] / 16, labels[:1000])
+    >>> models = [ban.teacher_, *ban.generations_, ban]  # teacher, BAN-1, BAN-2, ensemble
+    >>> [round(m.score(digits[1000:] / 16, labels[1000:]), 2) > 0.9 for m in models]
+    [True, True, True, True]
     """
 
     _parameter_constraints: dict = {
@@ -321,12 +316,7 @@ class BornAgainEnsemble(_Generations):
         include_teacher=False,
         random_state=None,
     ):
-        self.estimator = estimator
-        self.generations = generations
-        self.label_weight = label_weight
-        self.temperature = temperature
-        self.include_teacher = include_teacher
-        self.random_state = random_state
+        store_parameters(self, locals())
 
     def _members(self) -> list:
         return ([self.teacher_] if self.include_teacher else []) + self.generations_
