@@ -143,16 +143,16 @@ def plot(runs, path: Path):
 
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     generations = np.arange(4)
-    for chain, colour in (("BAN", "tab:blue"), ("refinery", "tab:orange")):
+    for chain, colour, shift in (("BAN", "tab:blue", -0.08), ("refinery", "tab:orange", 0.08)):
         rows = ["teacher"] + [f"{chain}-{k}" for k in (1, 2, 3)]
         acc = 100 * np.array([[r["accuracy"][row] for row in rows] for r in runs])
         ax.errorbar(generations, acc.mean(0), yerr=acc.std(0), marker="o", capsize=3,
                     color=colour, label=_label(chain))  # fmt: skip
         ens = 100 * np.array([r["accuracy"][f"{chain} ensemble"] for r in runs])
-        ax.errorbar([3.25], [ens.mean()], yerr=[ens.std()], marker="*", markersize=12,
+        ax.errorbar([4 + shift], [ens.mean()], yerr=[ens.std()], marker="*", markersize=12,
                     capsize=3, color=colour, linestyle="none",
                     label=f"{chain} ensemble (1-3)")  # fmt: skip
-    ax.set_xticks(generations, ["teacher", "1", "2", "3"])
+    ax.set_xticks(np.arange(5), ["teacher", "1", "2", "3", "ensemble\n(1-3)"])
     ax.set_xlabel("generation")
     ax.set_ylabel(f"test accuracy % (mean ± std, {len(runs)} seeds)")
     ax.set_title("Born-again generations, MNIST subset")
