@@ -16,7 +16,7 @@ trained once per seed and frozen, so both chains start from the same model.
 
 Usage::
 
-    PYTHONPATH=. python benchmarks/born_again.py [--seeds 3] [--n-train 2000] [--epochs 20]
+    PYTHONPATH=. python benchmarks/born_again.py [--seeds 3] [--n-train 2000] [--epochs 30]
     PYTHONPATH=. python benchmarks/born_again.py --smoke    # seconds, writes to a temp folder
 """
 
@@ -197,8 +197,8 @@ def parse(argv):
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--n-train", type=int, default=2000)
     parser.add_argument("--n-test", type=int, default=None, help="default: all 10,000")
-    parser.add_argument("--epochs", type=int, default=20)
-    parser.add_argument("--student", default="cnn-tiny")
+    parser.add_argument("--epochs", type=int, default=30)
+    parser.add_argument("--student", default="cnn-16-32-64")
     parser.add_argument("--lr", type=float, default=3e-3)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=1, help="torch threads on the CPU")
