@@ -16,10 +16,12 @@ from torch import nn
 
 import sktransfer
 from sktransfer import (
+    BornAgainEnsemble,
     DeepFeatureExtractor,
     DistilledClassifier,
     FineTuneClassifier,
     FullNetworkScaler,
+    LabelRefinery,
     LayerwiseNormalizer,
     PrunedClassifier,
     TernaryDiscretizer,
@@ -56,6 +58,17 @@ ESTIMATORS = [
     ),
     PrunedClassifier(
         TinyMLP(max_epochs=2, lr=0.01, optimizer="adam", random_state=0), n_rounds=1, random_state=0
+    ),
+    # One generation after a distilled teacher: the chain's own code, at the least cost.
+    *(
+        chain(
+            DistilledClassifier(
+                LogisticRegression(), student="mlp-8", max_epochs=20, lr=1e-2, engine="torch"
+            ),
+            generations=1,
+            random_state=0,
+        )
+        for chain in (LabelRefinery, BornAgainEnsemble)
     ),
 ]
 

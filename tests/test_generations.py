@@ -13,7 +13,6 @@ from sklearn.exceptions import NotFittedError
 from sklearn.frozen import FrozenEstimator
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import GridSearchCV
-from sklearn.utils.estimator_checks import parametrize_with_checks
 from skorch.callbacks import Callback
 
 from sktransfer import BornAgainEnsemble, DistilledClassifier, LabelRefinery
@@ -208,19 +207,3 @@ def test_fitted_attributes_are_documented(ensemble, estimator):
 def test_the_module_says_how_it_relates_to_born_again():
     assert "born_again" in generations_module.__doc__
 
-
-@parametrize_with_checks(
-    # One generation after a distilled teacher; BornAgainEnsemble shares all but predict_proba
-    # (it passes the same checks, measured once: 55 of 55).
-    [
-        LabelRefinery(
-            DistilledClassifier(
-                LogisticRegression(), student="mlp-8", max_epochs=20, lr=1e-2, engine="torch"
-            ),  # fmt: skip
-            generations=1,
-        )
-    ],
-    expected_failed_checks=lambda estimator: {},
-)
-def test_sklearn_compatible(estimator, check):
-    check(estimator)
