@@ -206,4 +206,3 @@ def test_fitted_attributes_are_documented(ensemble, estimator):
 
 def test_the_module_says_how_it_relates_to_born_again():
     assert "born_again" in generations_module.__doc__
-

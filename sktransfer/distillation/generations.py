@@ -28,12 +28,12 @@ import time
 from numbers import Integral, Real
 
 import numpy as np
-from sklearn.base import BaseEstimator, ClassifierMixin, _fit_context, clone
+from sklearn.base import BaseEstimator, ClassifierMixin, clone
 from sklearn.frozen import FrozenEstimator
 from sklearn.utils import check_random_state
-from sklearn.utils._param_validation import HasMethods, Interval
 from sklearn.utils.validation import check_is_fitted
 
+from .._compat import Interval, _fit_context
 from ..training import store_parameters
 from .classifier import DistilledClassifier
 from .teachers import unfrozen
@@ -46,7 +46,7 @@ class _Generations(ClassifierMixin, BaseEstimator):
     ``generations`` copies of it, each taught by the one before. Subclasses predict."""
 
     _parameter_constraints: dict = {
-        "estimator": [HasMethods(["fit", "predict_proba"])],
+        "estimator": "no_validation",  # a DistilledClassifier (or a frozen one): see _template
         "generations": [Interval(Integral, 1, None, closed="left")],
         "label_weight": [Interval(Real, 0, 1, closed="both")],
         "temperature": [Interval(Real, 0, None, closed="neither")],
