@@ -63,7 +63,7 @@ ESTIMATORS = [
     *(
         chain(
             DistilledClassifier(
-                LogisticRegression(), student="mlp-8", max_epochs=20, lr=1e-2, engine="torch"
+                LogisticRegression(), student="mlp-8", max_epochs=8, lr=5e-2, engine="torch"
             ),
             generations=1,
             random_state=0,
