@@ -22,7 +22,13 @@ from .finetune_frozen import FrozenBody, HeadOnlyTraining, frozen_body
 from .finetune_layers import LayerSelection, original_name
 from .frozen import ENGINES, DiskCache, MemoryCache, has_lazy
 from .hyperrule import apply_hyperrule
-from .training import NeuralClassifierBase, Preprocessing, count_trainable, store_parameters
+from .training import (
+    NeuralClassifierBase,
+    Preprocessing,
+    count_trainable,
+    store_parameters,
+    with_training_parameters,
+)
 from .training.context import FitContext
 
 __all__ = ["BackboneRecipe", "FineTuneClassifier", "FineTuneNetwork", "FrozenBody"]
@@ -226,6 +232,7 @@ callbacks, verbose, random_state
         "hyperrule": ["boolean", Interval(Real, 0, 1, closed="right")],
     }
 
+    @with_training_parameters()
     def __init__(
         self,
         backbone="mobilenet_v2",
@@ -246,21 +253,7 @@ callbacks, verbose, random_state
         engine="auto",
         cache="memory",
         hyperrule=False,
-        max_epochs=10,
-        lr=0.01,
-        batch_size=32,
-        optimizer="sgd",
-        weight_decay=0.0,
-        early_stopping=False,
-        validation_fraction=0.1,
-        n_iter_no_change=3,
-        augmentation=None,
-        mixed_precision="auto",
-        device="auto",
-        n_jobs=None,
-        callbacks=None,
-        verbose=0,
-        random_state=None,
+        **training,
     ):
         store_parameters(self, locals())
 

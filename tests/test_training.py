@@ -1,5 +1,6 @@
 """Tests of the shared training base (sktransfer/training/) through a tiny subclass."""
 
+import inspect
 import pickle
 import warnings
 
@@ -12,7 +13,12 @@ from tiny_networks import TinyClassifier, labelled_images
 from torch import nn
 
 from sktransfer.devices import DeviceWarning
-from sktransfer.training import NeuralClassifierBase, count_trainable, frozen_submodules
+from sktransfer.training import (
+    NeuralClassifierBase,
+    count_trainable,
+    frozen_submodules,
+    with_training_parameters,
+)
 
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
@@ -246,3 +252,21 @@ def test_the_architecture_docs_example_estimator_runs():
     probe = namespace["probe"]
     assert isinstance(probe, NeuralClassifierBase) and probe.n_epochs_ == 20
     assert clone(probe).get_params() == probe.get_params()
+
+
+def test_training_parameters_come_from_one_signature():
+    # FineTuneClassifier and DistilledClassifier do not list the base's parameters again:
+    # with_training_parameters gives them the full signature that get_params and clone read.
+    from sktransfer import DistilledClassifier, FineTuneClassifier
+
+    base = set(inspect.signature(NeuralClassifierBase.__init__).parameters) - {"self"}
+    assert base <= set(FineTuneClassifier().get_params())
+    distilled = DistilledClassifier(None, lr=0.5)
+    assert base - {"augmentation"} <= set(distilled.get_params())
+    assert "augmentation" not in distilled.get_params()
+    assert (distilled.lr, distilled.batch_size, distilled.optimizer) == (0.5, 64, "adam")
+    assert clone(distilled).get_params() == distilled.get_params()
+    with pytest.raises(TypeError, match=r"DistilledClassifier.__init__\(\): .*'augmentation'"):
+        DistilledClassifier(augmentation="flip")
+    with pytest.raises(TypeError, match="not training parameters; choose among"):
+        with_training_parameters(learning_rate=0.1)

@@ -22,7 +22,13 @@ from .._compat import Interval, StrOptions, _fit_context, _num_samples
 from ..backbones import Backbone
 from ..frozen import ENGINES
 from ..images import concatenate_images
-from ..training import FitContext, NeuralClassifierBase, Preprocessing, store_parameters
+from ..training import (
+    FitContext,
+    NeuralClassifierBase,
+    Preprocessing,
+    store_parameters,
+    with_training_parameters,
+)
 from .losses import DistillationLoss, HintAdapter
 from .network import (
     DistillationNetwork,
@@ -168,6 +174,14 @@ preprocessing_, input_kind_, n_features_in_
     #: Not a parameter: the teacher's answers are computed once for fixed inputs.
     augmentation = None
 
+    @with_training_parameters(
+        max_epochs=20,
+        lr=1e-3,
+        batch_size=64,
+        optimizer="adam",
+        n_iter_no_change=5,
+        without=("augmentation",),
+    )
     def __init__(
         self,
         teacher=None,
@@ -181,20 +195,7 @@ preprocessing_, input_kind_, n_features_in_
         relation_weight=0.0,
         image_size=None,
         engine="auto",
-        max_epochs=20,
-        lr=1e-3,
-        batch_size=64,
-        optimizer="adam",
-        weight_decay=0.0,
-        early_stopping=False,
-        validation_fraction=0.1,
-        n_iter_no_change=5,
-        mixed_precision="auto",
-        device="auto",
-        n_jobs=None,
-        callbacks=None,
-        verbose=0,
-        random_state=None,
+        **training,
     ):
         store_parameters(self, locals())
 

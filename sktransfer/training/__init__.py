@@ -11,7 +11,7 @@ One module per part, read in this order:
 - :mod:`~sktransfer.training.base`: :class:`NeuralClassifierBase` and its hook protocol.
 """
 
-from .base import NeuralClassifierBase, store_parameters
+from .base import NeuralClassifierBase, store_parameters, with_training_parameters
 from .context import FitContext
 from .data import AUGMENTATIONS, BatchLoader, ImageDataset, Preprocessing
 from .net import count_trainable, frozen_submodules
@@ -26,4 +26,5 @@ __all__ = [
     "count_trainable",
     "frozen_submodules",
     "store_parameters",
+    "with_training_parameters",
 ]

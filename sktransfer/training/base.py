@@ -57,6 +57,8 @@ history; ``_prediction_dataset(X)`` is what ``net_.predict_proba`` takes.
 from __future__ import annotations
 
 import copy
+import functools
+import inspect
 import math
 import os
 import warnings
@@ -91,10 +93,67 @@ __all__ = ["NeuralClassifierBase", "store_parameters"]
 
 def store_parameters(estimator, values: dict) -> None:
     """Store the parameters of an ``__init__`` verbatim, as scikit-learn wants: call it first
-    thing as ``store_parameters(self, locals())`` (one line instead of one per parameter)."""
+    thing as ``store_parameters(self, locals())`` (one line instead of one per parameter).
+    A ``training`` dict (the ``**training`` of :func:`with_training_parameters`) is stored
+    name by name."""
+    values = {**values, **values.get("training", {})}
+    values.pop("training", None)
     for name, value in values.items():
         if name not in ("self", "__class__"):
             setattr(estimator, name, value)
+
+
+def with_training_parameters(*, without=(), **defaults):
+    """Decorate a subclass's ``__init__`` so that it takes the base's training parameters.
+
+    scikit-learn reads an estimator's parameters from the signature of its ``__init__``, so
+    every subclass would list the base's 15 training parameters again. Instead, the subclass
+    lists its own parameters and ends with ``**training``; this decorator gives the method the
+    full signature (its own parameters, then the base's as keyword-only, ``defaults``
+    overriding the base's defaults, the names in ``without`` left out), which is what
+    ``get_params``, ``clone``, ``help()`` and IDEs read, and fills in the defaults of the ones
+    a call leaves out. An unknown keyword is a ``TypeError``, as for any function.
+
+    Examples
+    --------
+    >>> from sktransfer.training import NeuralClassifierBase, with_training_parameters
+    >>> class Probe(NeuralClassifierBase):
+    ...     @with_training_parameters(lr=0.1, without=("augmentation",))
+    ...     def __init__(self, width=8, **training):
+    ...         store_parameters(self, locals())
+    >>> Probe().get_params()["lr"], "augmentation" in Probe().get_params()
+    (0.1, False)
+    """
+    shared = [
+        p
+        for name, p in inspect.signature(NeuralClassifierBase.__init__).parameters.items()
+        if name != "self" and name not in without
+    ]
+    unknown = set(defaults) - {p.name for p in shared}
+    if unknown:
+        raise TypeError(
+            f"with_training_parameters: {sorted(unknown)} are not training "
+            f"parameters; choose among {[p.name for p in shared]}."
+        )
+    shared = [p.replace(default=defaults.get(p.name, p.default)) for p in shared]
+
+    def decorate(init):
+        own = list(inspect.signature(init).parameters.values())[:-1]  # drops **training
+        signature = inspect.Signature([*own, *shared])
+
+        @functools.wraps(init)
+        def __init__(self, *args, **kwargs):
+            try:
+                bound = signature.bind(self, *args, **kwargs)
+            except TypeError as error:  # what Python says of a written-out signature
+                raise TypeError(f"{type(self).__name__}.__init__(): {error}") from None
+            bound.apply_defaults()
+            init(**bound.arguments)
+
+        __init__.__signature__ = signature
+        return __init__
+
+    return decorate
 
 
 class NeuralClassifierBase(ClassifierMixin, BaseEstimator):
