@@ -329,18 +329,20 @@ callbacks, verbose, random_state
     # ------------------------------------------------------------------ hooks
 
     def _setup(self, context: FitContext) -> Preprocessing:
-        self._kept_frozen = frozenset()
+        # What _build_module needs travels in the context, never on the estimator.
+        kept_frozen = frozenset()
         if isinstance(self.backbone, BackboneRecipe):
-            self._loaded, self._kept_frozen = self.backbone.build_backbone(self, context.seed)
+            loaded, kept_frozen = self.backbone.build_backbone(self, context.seed)
         else:
-            self._loaded = load_backbone(self.backbone, self.weights, random_state=context.seed)
-        self.weights_ = self._loaded.weights
+            loaded = load_backbone(self.backbone, self.weights, random_state=context.seed)
+        self.weights_ = loaded.weights
         if self.image_size is not None:
-            self._loaded.transform = _resized(self._loaded.transform, self.image_size)
-        return Preprocessing.from_backbone(self._loaded)
+            loaded.transform = _resized(loaded.transform, self.image_size)
+        context.extras.update(backbone=loaded, kept_frozen=kept_frozen)
+        return Preprocessing.from_backbone(loaded)
 
     def _build_module(self, context: FitContext) -> nn.Module:
-        loaded, self._loaded = self._loaded, None
+        loaded, kept_frozen = context.extras["backbone"], context.extras["kept_frozen"]
         body = loaded.module  # load_backbone already copied it; ours to change
         classifier_name, in_features = _classifier(body, loaded.name)
         possible = self._frozen_body_possible() and self.input_kind_ != "vectors"
@@ -358,7 +360,7 @@ callbacks, verbose, random_state
         self._depth = depth
         body.requires_grad_(False)
         for name, param in body.named_parameters():
-            param.requires_grad = name not in self._kept_frozen and self._trains(name, body, depth)
+            param.requires_grad = name not in kept_frozen and self._trains(name, body, depth)
         self.lora_layers_ = self._add_lora(body, depth)
         return FineTuneNetwork(body, head)
 
