@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from sktransfer.training import NeuralClassifierBase
+from sktransfer.training import NeuralClassifierBase, store_parameters, with_training_parameters
 
 
 def tiny_network():
@@ -72,44 +72,12 @@ class TinyClassifier(NeuralClassifierBase):
     """The training base on a small MLP (vectors) or CNN (images), with a frozen first layer
     option; subclasses change only the network (``_build_module``)."""
 
-    def __init__(
-        self,
-        *,
-        freeze_first=False,
-        max_epochs=5,
-        lr=0.1,
-        batch_size=16,
-        optimizer="sgd",
-        weight_decay=0.0,
-        early_stopping=False,
-        validation_fraction=0.2,
-        n_iter_no_change=2,
-        augmentation=None,
-        mixed_precision="auto",
-        device="cpu",
-        n_jobs=1,
-        callbacks=None,
-        verbose=0,
-        random_state=None,
-    ):
-        super().__init__(
-            max_epochs=max_epochs,
-            lr=lr,
-            batch_size=batch_size,
-            optimizer=optimizer,
-            weight_decay=weight_decay,
-            early_stopping=early_stopping,
-            validation_fraction=validation_fraction,
-            n_iter_no_change=n_iter_no_change,
-            augmentation=augmentation,
-            mixed_precision=mixed_precision,
-            device=device,
-            n_jobs=n_jobs,
-            callbacks=callbacks,
-            verbose=verbose,
-            random_state=random_state,
-        )
-        self.freeze_first = freeze_first
+    @with_training_parameters(
+        max_epochs=5, lr=0.1, batch_size=16, validation_fraction=0.2, n_iter_no_change=2,
+        device="cpu", n_jobs=1,
+    )  # fmt: skip
+    def __init__(self, *, freeze_first=False, **training):
+        store_parameters(self, locals())
 
     def _build_module(self, context):
         n_classes = len(self.classes_)
