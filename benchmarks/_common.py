@@ -56,6 +56,15 @@ def require_data(name: str) -> Path:
     sys.exit(f"Benchmark data {path} not found: set SKTRANSFER_DATA to the shared data folder.")
 
 
+def caltech101_objects():
+    """Caltech-101's image paths and labels, without BACKGROUND_Google (not an object class)."""
+    from sktransfer import load_image_folder
+
+    paths, labels = load_image_folder(require_data("caltech101"))
+    keep = labels != "BACKGROUND_Google"
+    return paths[keep], labels[keep]
+
+
 def tiny_data(name: str, root: Path) -> Path:
     """Stand-ins for the shared data sets, made from scikit-learn's embedded digits (no
     download): ``caltech101`` and ``hymenoptera`` as folders of small JPEGs, the ``.npz``

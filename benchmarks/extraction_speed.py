@@ -34,8 +34,8 @@ import torch
 from PIL import Image
 from torchvision.transforms.functional import pil_to_tensor
 
-from benchmarks._common import ROOT, add_smoke_flag, require_data, smoke_folder
-from sktransfer import DeepFeatureExtractor, load_backbone, load_image_folder
+from benchmarks._common import ROOT, add_smoke_flag, caltech101_objects, smoke_folder
+from sktransfer import DeepFeatureExtractor, load_backbone
 
 BATCH = 32
 BARE_BATCH = 8
@@ -43,8 +43,7 @@ BARE_ROW = f"bare ONNX Runtime session, same graph, batch {BARE_BATCH}"
 
 
 def caltech_paths(n):
-    paths, labels = load_image_folder(require_data("caltech101"))
-    paths = paths[labels != "BACKGROUND_Google"]
+    paths, _ = caltech101_objects()
     return paths[:: len(paths) // n][:n]
 
 

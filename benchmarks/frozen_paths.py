@@ -32,20 +32,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks._common import (  # noqa: E402
     RESULTS,
     add_smoke_flag,
+    caltech101_objects,
     header,
     markdown_table,
-    require_data,
     smoke_folder,
 )
-from sktransfer import DeepFeatureExtractor, FineTuneClassifier, load_image_folder  # noqa: E402
+from sktransfer import DeepFeatureExtractor, FineTuneClassifier  # noqa: E402
 from sktransfer.frozen import FORWARD_COUNTS, MemoryCache, get_cache  # noqa: E402
 from sktransfer.training import NeuralClassifierBase  # noqa: E402
 
 
 def caltech(n_test: int, n_train: int):
-    paths, labels = load_image_folder(require_data("caltech101"))
-    keep = labels != "BACKGROUND_Google"
-    paths, labels = paths[keep], labels[keep]
+    paths, labels = caltech101_objects()
     order = np.random.default_rng(0).permutation(len(paths))
     test, train = order[:n_test], order[n_test : n_test + n_train]
     return paths[test], paths[train], labels[train]

@@ -37,12 +37,12 @@ from sklearn.svm import LinearSVC
 from benchmarks._common import (
     RESULTS,
     add_smoke_flag,
+    caltech101_objects,
     header,
     markdown_table,
-    require_data,
     smoke_folder,
 )
-from sktransfer import DeepFeatureExtractor, load_image_folder
+from sktransfer import DeepFeatureExtractor
 
 CANDIDATES = {
     "LinearSVC() on unscaled features (the README's example before #16)": lambda c: LinearSVC(C=c),
@@ -54,9 +54,7 @@ GRID = (0.01, 0.1, 1.0)
 
 
 def caltech(per_class: int, n_classes: int):
-    paths, labels = load_image_folder(require_data("caltech101"))
-    keep = labels != "BACKGROUND_Google"
-    paths, labels = paths[keep], labels[keep]
+    paths, labels = caltech101_objects()
     classes, counts = np.unique(labels, return_counts=True)
     classes = classes[counts >= per_class][:n_classes]
     picks = np.concatenate([np.flatnonzero(labels == c)[:per_class] for c in classes])

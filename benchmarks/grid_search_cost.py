@@ -36,8 +36,8 @@ from sklearn.linear_model import RidgeClassifier
 from sklearn.model_selection import GridSearchCV, StratifiedKFold
 from sklearn.pipeline import Pipeline
 
-from benchmarks._common import ROOT, add_smoke_flag, require_data, smoke_folder
-from sktransfer import DeepFeatureExtractor, load_image_folder
+from benchmarks._common import ROOT, add_smoke_flag, caltech101_objects, smoke_folder
+from sktransfer import DeepFeatureExtractor
 from sktransfer.frozen import FORWARD_COUNTS, clear_cache
 
 LAYERS = ["features.14", "features.16", "features.18", None]
@@ -49,9 +49,7 @@ FOLDS = 5
 def caltech_subset(per_class, n_classes=None):
     """The first ``per_class`` images of each class (of the first ``n_classes``; all by
     default), their labels, and 8 other images for the warm-up."""
-    paths, labels = load_image_folder(require_data("caltech101"))
-    keep = labels != "BACKGROUND_Google"
-    paths, labels = paths[keep], labels[keep]
+    paths, labels = caltech101_objects()
     chosen, spare = [], []
     for label in np.unique(labels)[:n_classes]:
         index = np.flatnonzero(labels == label)

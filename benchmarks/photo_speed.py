@@ -40,9 +40,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks._common import (  # noqa: E402
     RESULTS,
     add_smoke_flag,
+    caltech101_objects,
     header,
     markdown_table,
-    require_data,
     smoke_folder,
 )
 
@@ -78,11 +78,7 @@ def make_photos(sources, names, folder: Path, threads: int = 2, size=PHOTO_SIZE)
 
 
 def caltech_sample(n: int) -> tuple[np.ndarray, np.ndarray]:
-    from sktransfer import load_image_folder
-
-    paths, labels = load_image_folder(require_data("caltech101"))
-    keep = labels != "BACKGROUND_Google"
-    paths, labels = paths[keep], labels[keep]
+    paths, labels = caltech101_objects()
     index = np.linspace(0, len(paths) - 1, n).round().astype(int)
     return paths[index], labels[index]
 
